@@ -229,3 +229,20 @@ class EventValidator:
 def _describe(error: Any) -> str:
     path = "/".join(str(p) for p in error.instance_path) or "(root)"
     return f"{path}: {error.message}"[:300]
+
+
+def epoch_ms(value: object) -> int | None:
+    """Epoch milliseconds of a Kafka record timestamp as PyFlink hands it over.
+
+    Accepts an int (ms), a datetime, an object with `to_epoch_milli()` (pyflink Instant) or None.
+    """
+    if value is None or isinstance(value, int):
+        return value
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=_EPOCH.tzinfo)
+        return _exact_epoch_ms(value)
+    to_ms = getattr(value, "to_epoch_milli", None)
+    if callable(to_ms):
+        return int(to_ms())
+    raise TypeError(f"cannot read a timestamp from {type(value).__name__}")

@@ -1,0 +1,27 @@
+"""MiniCluster fixtures (tier 2): bounded collections in, collected results out."""
+
+from __future__ import annotations
+
+import os
+import sysconfig
+
+import pytest
+
+# Thread mode runs Python inside the JVM (pemja); that Python must see this interpreter's packages and the
+# repo. The JVM is started lazily by the first execution environment and inherits this environment.
+_paths = [sysconfig.get_paths()["purelib"], os.getcwd()]
+os.environ["PYTHONPATH"] = os.pathsep.join(_paths + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+
+
+@pytest.fixture(params=[1, 2], ids=["p1", "p2"])
+def parallelism(request) -> int:
+    """Every pipeline test runs at parallelism 1 and 2."""
+    return request.param
+
+
+@pytest.fixture
+def env(parallelism):
+    """A MiniCluster execution environment configured like production, at the test's parallelism."""
+    from jobs.runtime import RuntimeOptions, create_env
+
+    return create_env(RuntimeOptions(parallelism=parallelism, checkpoint_interval_ms=0))
