@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,12 +38,15 @@ class RuntimeOptions:
         checkpoint_interval_ms: checkpoint period; 0 disables checkpointing (tests only).
         python_mode: PyFlink execution mode, `thread` (default; much faster for keyed state) or `process`.
         jars: connector jars to ship with the job (file paths); empty means the cluster provides them.
+        python_executable: the Python the TaskManagers run UDFs with (None: the cluster's
+            `python.executable`, or `-pyexec` of `flink run`).
     """
 
     parallelism: int | None = None
     checkpoint_interval_ms: int = 5000
     python_mode: str = "thread"
     jars: tuple[str, ...] = ()
+    python_executable: str | None = None
 
 
 def default_jars() -> tuple[str, ...]:
@@ -68,7 +70,8 @@ def create_env(options: RuntimeOptions) -> StreamExecutionEnvironment:
     # one. Each stage does its Python work in one operator instead.
     conf.set_string("python.operator-chaining.enabled", "false")
     conf.set_string("state.backend.type", "rocksdb")
-    conf.set_string("python.executable", sys.executable)
+    if options.python_executable:
+        conf.set_string("python.executable", options.python_executable)
     if options.checkpoint_interval_ms > 0:
         conf.set_string("execution.checkpointing.interval", f"{options.checkpoint_interval_ms} ms")
         conf.set_string("execution.checkpointing.mode", "EXACTLY_ONCE")
@@ -153,6 +156,8 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
                        help="checkpoint period, e.g. 5s (0 disables; default 5s)")
     group.add_argument("--python-mode", choices=("thread", "process"), default="thread",
                        help="PyFlink execution mode (default thread)")
+    group.add_argument("--python-executable", default=None,
+                       help="Python for the UDF workers (default: the cluster's python.executable)")
     group.add_argument("--jar", action="append", default=None,
                        help="connector jar to ship (repeatable; default: the setup cache or $TAGSTREAM_JARS)")
 
@@ -172,7 +177,7 @@ def add_kafka_flags(parser: argparse.ArgumentParser) -> None:
 def runtime_options(args: argparse.Namespace) -> RuntimeOptions:
     """The :class:`RuntimeOptions` given by parsed flags."""
     return RuntimeOptions(parallelism=args.parallelism, checkpoint_interval_ms=args.checkpoint_interval,
-                          python_mode=args.python_mode,
+                          python_mode=args.python_mode, python_executable=args.python_executable,
                           jars=tuple(args.jar) if args.jar is not None else default_jars())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import sysconfig
 
 import pytest
@@ -24,4 +25,5 @@ def env(parallelism):
     """A MiniCluster execution environment configured like production, at the test's parallelism."""
     from jobs.runtime import RuntimeOptions, create_env
 
-    return create_env(RuntimeOptions(parallelism=parallelism, checkpoint_interval_ms=0))
+    return create_env(RuntimeOptions(parallelism=parallelism, checkpoint_interval_ms=0,
+                                     python_executable=sys.executable))

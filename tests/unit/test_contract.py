@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from udfs.contract import (
     REASONS,
+    SCHEMA_DIR,
     Accepted,
     EventValidator,
     Origin,
@@ -151,14 +152,19 @@ def test_dead_letter_of_huge_payload_is_cut_but_fingerprinted():
     assert record["payload_sha256"] == hashlib.sha256(raw).hexdigest()
 
 
+DEAD_LETTER_SCHEMA = jsonschema.Draft202012Validator(
+    orjson.loads((SCHEMA_DIR / "dead-letter.schema.json").read_bytes()))
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=300))
-def test_any_bytes_are_accepted_or_rejected_never_raise(raw):
+@given(st.one_of(st.binary(max_size=300), st.text(max_size=200).map(str.encode)))
+def test_any_bytes_are_accepted_or_rejected_with_a_conforming_dead_letter(raw):
     result = VALIDATOR.check(raw, NOW)
     assert isinstance(result, Accepted | Rejected)
     if isinstance(result, Rejected):
         assert result.reason in REASONS
-        assert orjson.dumps(VALIDATOR.dead_letter(raw, result, Origin("events", 0, 0), NOW))
+        record = VALIDATOR.dead_letter(raw, result, Origin("events", 0, 0), NOW)
+        DEAD_LETTER_SCHEMA.validate(orjson.loads(orjson.dumps(record)))
 
 
 @settings(max_examples=300, deadline=None)
@@ -176,7 +182,7 @@ def test_rfc3339_parsing_is_exact_for_any_offset(moment, offset_minutes):
 
 _identifier = st.text(min_size=0, max_size=8)
 _events = st.fixed_dictionaries(
-    {"event_id": st.one_of(st.text(max_size=5), st.integers()),
+    {"event_id": st.one_of(st.text(max_size=5), st.integers(-(2**63), 2**63 - 1)),
      "type": st.sampled_from(["page_view", "consent", "purchase"]),
      "ts": st.one_of(st.integers(min_value=-1, max_value=NOW), st.just("2026-11-18T08:00:00Z"), st.booleans()),
      "ids": st.dictionaries(st.sampled_from(["anonymous_id", "user_id", "Bad", "x1"]), _identifier, max_size=3)},

@@ -1,0 +1,124 @@
+"""`make demo`: start the local stack, submit the job suite, run the generator, show what flows.
+
+Everything keeps running when the demo returns (the tail is bounded); `make down` stops it all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import orjson
+from kafka import KafkaConsumer
+
+from tools.flink_jobs import JOBS, submit
+from tools.stack import Stack
+from udfs.topology import TOPICS
+
+GENERATOR_PID = "generator.pid"
+
+
+def start_generator(stack: Stack, rate: int, seed: int) -> int:
+    """Starts the clickstream generator in the background (once); returns its pid."""
+    pid_file = stack.run_dir / GENERATOR_PID
+    if pid_file.exists():
+        pid = int(pid_file.read_text())
+        try:
+            os.kill(pid, 0)
+            return pid
+        except ProcessLookupError:
+            pass
+    log = open(stack.run_dir / "generator.log", "ab")  # noqa: SIM115 - the child owns it
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tools.generate", "--bootstrap", stack.ports.bootstrap, "--topic", "events",
+         "--rate", str(rate), "--seed", str(seed), "--users", "2000", "--bad-fraction", "0.03",
+         "--dup-fraction", "0.02"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    pid_file.write_text(str(proc.pid))
+    return proc.pid
+
+
+def stop_generator(stack: Stack) -> None:
+    """Stops the background generator, if one runs."""
+    pid_file = stack.run_dir / GENERATOR_PID
+    if not pid_file.exists():
+        return
+    try:
+        os.kill(int(pid_file.read_text()), signal.SIGTERM)
+    except (ProcessLookupError, ValueError):
+        pass
+    pid_file.unlink(missing_ok=True)
+
+
+def tail(bootstrap: str, topics: list[str], seconds: float, show: int) -> collections.Counter:
+    """Prints the newest records of the output topics for a while; returns counts per topic and reason."""
+    consumer = KafkaConsumer(*topics, bootstrap_servers=bootstrap, auto_offset_reset="latest",
+                             group_id=None, enable_auto_commit=False)
+    counts: collections.Counter = collections.Counter()
+    shown = 0
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            for part, records in consumer.poll(timeout_ms=500).items():
+                for record in records:
+                    doc = orjson.loads(record.value)
+                    label = part.topic if "reason" not in doc else f"{part.topic} ({doc['reason']})"
+                    counts[label] += 1
+                    if shown < show:
+                        shown += 1
+                        print(f"  {part.topic:<14} {_summary(doc)}")
+    finally:
+        consumer.close()
+    return counts
+
+
+def _summary(doc: dict) -> str:
+    if "reason" in doc:
+        return f"{doc['reason']}: {doc['detail'][:90]}"
+    ids = ",".join(f"{k}={v}" for k, v in doc.get("ids", {}).items())
+    return f"{doc.get('type')} {doc.get('event_id')} {ids}"[:120]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the demo (see the module docstring)."""
+    parser = argparse.ArgumentParser(prog="demo", description=__doc__)
+    parser.add_argument("--rate", type=int, default=200, help="generator events per second (default 200)")
+    parser.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
+    parser.add_argument("--tail-seconds", type=float, default=20, help="how long to show the live tail")
+    parser.add_argument("--stop-generator", action="store_true", help="only stop the background generator")
+    args = parser.parse_args(argv)
+    stack = Stack()
+    if args.stop_generator:
+        stop_generator(stack)
+        return 0
+    print("== starting the local stack")
+    stack.up()
+    print("== submitting the job suite with flink run")
+    for spec in JOBS:
+        print(f"  {spec.name}: RUNNING as {submit(stack, spec)}")
+    pid = start_generator(stack, args.rate, args.seed)
+    ports = stack.ports
+    print(f"== generator running (pid {pid}, {args.rate} events/s, log {stack.run_dir / 'generator.log'})")
+    print(f"""
+Where to look
+  Flink UI         http://127.0.0.1:{ports.flink_rest}   (jobs, metrics: operator group 'tagstream')
+  Prometheus       http://127.0.0.1:{ports.prometheus_first}/metrics (JobManager), \
+http://127.0.0.1:{ports.prometheus_first + 1}/metrics (TaskManager)
+  Kafka            {ports.bootstrap}  topics: {', '.join(t.name for t in TOPICS)}
+  Redis            127.0.0.1:{ports.redis}
+  DynamoDB Local   http://127.0.0.1:{ports.dynamodb}
+== live tail of events.valid and events.dlq ({args.tail_seconds:.0f} s)""")
+    counts = tail(ports.bootstrap, ["events.valid", "events.dlq"], args.tail_seconds, show=25)
+    print("== in the last {:.0f} s: {}".format(
+        args.tail_seconds, ", ".join(f"{n} {label}" for label, n in counts.most_common()) or "nothing yet"))
+    print("Everything keeps running: `make status` to check, `make down` to stop.")
+    return 0 if counts else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
