@@ -31,9 +31,11 @@ prints raw values (--stdout); --replay sends a Parquet file instead of generatin
 EPILOG = """\
 Kafka record timestamps: with --kafka-time event (default) each record carries its simulated send time, the
 reference time the ingest validator judges `ts` against. The simulation usually runs faster than the wall
-clock; Kafka >= 4.0 brokers refuse timestamps over 1 h ahead of their clock unless the topic's
-message.timestamp.after.max.ms is raised; otherwise start --origin in the past (e.g. now-7d) or use
---kafka-time wall (then events over a day ahead of the wall clock get dead-lettered).
+clock (its natural rate is about users / 780 records per simulated second with the default gaps); Kafka >= 4.0
+brokers refuse timestamps over 1 h ahead of their clock unless the topic's message.timestamp.after.max.ms is
+raised. Otherwise: start --origin in the past (e.g. now-7d), or --max-lead 50m (the rate then drops to the
+natural rate once 50 min ahead), or --kafka-time wall (events over a day ahead of the wall clock are then
+dead-lettered).
 
 examples:
   python -m tools.generate --rate 200 --users 2000                       # to Kafka until Ctrl-C
@@ -64,6 +66,14 @@ def parse_origin(text: str, now_ms: int) -> int:
     if parsed.tzinfo is None:
         raise ValueError(f"origin {text!r} needs a UTC offset (e.g. Z)")
     return int(parsed.timestamp() * 1000)
+
+
+def parse_duration_ms(text: str) -> int:
+    """Parses a duration such as `0`, `90s`, `50m`, `2h`, `1d` into milliseconds."""
+    match = re.fullmatch(r"(\d+)([smhdw]?)", text.strip())
+    if not match or (match.group(2) == "" and match.group(1) != "0"):
+        raise ValueError(f"bad duration {text!r}: use e.g. 0, 90s, 50m, 2h, 1d")
+    return int(match.group(1)) * _UNITS_MS.get(match.group(2), 0)
 
 
 def _fraction(text: str) -> float:
@@ -127,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--kafka-time", choices=TIME_MODES, default="event",
                    help="Kafka record timestamp: event = simulated send time, wall = producer clock "
                    "(default %(default)s; see below)")
+    g.add_argument("--max-lead", metavar="DURATION",
+                   help="with --kafka-time event, hold records until their timestamp is at most this far "
+                   "ahead of the wall clock, e.g. 50m (under Kafka's default 1 h limit; the rate then falls "
+                   "to the simulation's natural rate) or 0 (real time); units s, m, h, d (default: never)")
     g.add_argument("--linger-ms", type=int, default=20, help="producer linger.ms (default %(default)s)")
     g.add_argument("--batch-bytes", type=int, default=256 * 1024,
                    help="producer batch.size (default %(default)s)")
@@ -179,7 +193,7 @@ def _to_kafka(records: Iterator[Record], args: argparse.Namespace) -> int:
     try:
         stats = write_kafka(records, producer, topic=args.topic, rate=args.rate, burst=args.burst,
                             count=args.count, duration_s=args.duration, key_mode=args.key,
-                            time_mode=args.kafka_time,
+                            time_mode=args.kafka_time, max_lead_ms=args.max_lead_ms, warn=_log,
                             progress=progress if args.progress_every > 0 else None,
                             progress_every_s=args.progress_every or 5.0)
     finally:
@@ -196,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--parquet needs --count or --duration")
     try:
         cfg = config_from(args, int(time.time() * 1000))
+        args.max_lead_ms = None if args.max_lead is None else parse_duration_ms(args.max_lead)
     except ValueError as err:
         parser.error(str(err))
     signal.signal(signal.SIGTERM, _terminate)

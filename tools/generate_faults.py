@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import base64
 import random
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from tools.journeys_world import rfc3339
+from tools.journeys_world import rfc3339, seeded_uuid
 from udfs.contract import (
     BAD_TIMESTAMP,
     INVALID_JSON,
@@ -64,8 +63,11 @@ class FaultInput:
     def fresh_copy(self) -> dict[str, Any]:
         """Another copy of the event, with its own fresh event id."""
         copy: dict[str, Any] = orjson.loads(orjson.dumps(self.event))
-        copy["event_id"] = _uuid(self.rng)
+        copy["event_id"] = seeded_uuid(self.rng)
         return copy
+
+
+Builder = Callable[[FaultInput], bytes]
 
 
 @dataclass(frozen=True)
@@ -75,13 +77,10 @@ class Fault:
     name: str
     reason: str
     weight: float
-    build: Callable[[FaultInput], bytes]
+    build: Builder
 
 
 FAULTS: list[Fault] = []
-
-
-Builder = Callable[[FaultInput], bytes]
 
 
 def _fault(reason: str, weight: float = 1.0) -> Callable[[Builder], Builder]:
@@ -91,20 +90,16 @@ def _fault(reason: str, weight: float = 1.0) -> Callable[[Builder], Builder]:
     return register
 
 
-def _uuid(rng: random.Random) -> str:
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-
-
 def _dumps(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
 def _with_text(f: FaultInput, text: str) -> bytes:
     """The event with `props.query` set to `text`, serialized (the text appears once, JSON-escaped)."""
-    f.event.setdefault("props", {})
-    if not isinstance(f.event["props"], dict):
-        f.event["props"] = {}
-    f.event["props"]["query"] = text
+    props = f.event.get("props")
+    if not isinstance(props, dict):
+        props = f.event["props"] = {}
+    props["query"] = text
     return _dumps(f.event)
 
 
@@ -297,16 +292,16 @@ for _name, *_edits in (
     ("missing_ids", (("ids",), _const(_DELETE))),
     ("empty_ids", (("ids",), _const({}))),
     ("ids_not_an_object", (("ids",), lambda f: f.rng.choice(list(f.event["ids"].values())))),
-    ("camel_case_id_name", (("ids", "anonymousId"), lambda f: _uuid(f.rng))),
+    ("camel_case_id_name", (("ids", "anonymousId"), lambda f: seeded_uuid(f.rng))),
     ("empty_identifier", (("ids", "user_id"), _const(""))),
     ("numeric_identifier", (("ids", "user_id"), lambda f: f.rng.randint(1, 10**9))),
     ("identifier_with_newline", (("ids", "email"), _const("someone@example.com\n"))),
     ("identifier_too_long", (("ids", "device_id"), lambda f: "d" * f.rng.randint(257, 400))),
-    ("too_many_ids", (("ids",), lambda f: {f"id_{i}": _uuid(f.rng) for i in range(17)})),
+    ("too_many_ids", (("ids",), lambda f: {f"id_{i}": seeded_uuid(f.rng) for i in range(17)})),
     ("empty_event_id", (("event_id",), _const(""))),
-    ("event_id_too_long", (("event_id",), lambda f: _uuid(f.rng) * 4)),
+    ("event_id_too_long", (("event_id",), lambda f: seeded_uuid(f.rng) * 4)),
     ("numeric_event_id", (("event_id",), lambda f: f.rng.getrandbits(53))),
-    ("event_id_with_control_character", (("event_id",), lambda f: _uuid(f.rng)[:8] + "\x07")),
+    ("event_id_with_control_character", (("event_id",), lambda f: seeded_uuid(f.rng)[:8] + "\x07")),
     ("type_not_a_string", (("type",), lambda f: f.rng.choice((7, None, ["page_view"])))),
     ("ts_date_only", _ts(lambda f: rfc3339(f.sent_ms)[:10])),
     ("ts_boolean", _ts(_const(True))),

@@ -2,10 +2,12 @@
 
 Record timestamps: by default (`time_mode="event"`) each record carries its simulated send time
 (`truth["sent_ms"]`), which is the reference the ingest validator checks `ts` against, so the dead-letter
-reasons match the ground truth however fast the simulation runs. A broker rejects timestamps more than
-`message.timestamp.after.max.ms` ahead of its clock (1 hour by default since Kafka 4.0): for runs whose
-simulated time gets ahead of the wall clock, raise it on the topic, start the origin in the past, or use
-`time_mode="wall"` (then the validator dead-letters events more than a day ahead of the wall clock).
+reasons match the ground truth however fast the simulation runs. The simulation usually runs faster than the
+wall clock, and a broker rejects timestamps more than `message.timestamp.after.max.ms` ahead of its clock
+(1 hour by default since Kafka 4.0). Remedies: raise that on the topic; start the origin in the past; hold
+records back so that they are at most `max_lead_ms` ahead (the rate then falls to the simulation's natural
+rate once the lead is reached; 0 replays in real time); or `time_mode="wall"` (then the validator
+dead-letters events more than a day ahead of the wall clock).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ KEY_MODES = ("person", "record", "none")
 TIME_MODES = ("event", "wall")
 _ID_PRECEDENCE = ("user_id", "device_id", "anonymous_id", "email", "phone")
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
+BROKER_MAX_LEAD_MS = 3_600_000  # log.message.timestamp.after.max.ms, default since Kafka 4.0
 
 
 class TokenBucket:
@@ -96,6 +99,8 @@ class SendStats:
     first_error: str | None = None
     elapsed_s: float = 0.0
     interrupted: bool = False
+    max_lead_ms: int = 0  # how far the record timestamps got ahead of the wall clock
+    held_s: float = 0.0  # time spent holding records back to keep within max_lead_ms
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def on_ack(self, _metadata: Any) -> None:
@@ -117,13 +122,20 @@ class SendStats:
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.by_kind.items()))
         text = (f"sent {self.sent} records ({kinds}), {self.bytes / 1e6:.1f} MB in {self.elapsed_s:.1f} s "
                 f"({rate:.0f}/s); acked {self.acked}, failed {self.failed}")
+        if self.max_lead_ms > 0:
+            text += f"; timestamps up to {self.max_lead_ms / 60_000:.0f} min ahead of the wall clock"
+        if self.held_s:
+            text += f" (held back {self.held_s:.1f} s)"
         if self.first_error:
             text += f"; first error: {self.first_error}"
-            if "InvalidTimestamp" in self.first_error:
-                text += (" -- the broker refuses record timestamps this far ahead of its clock: raise the "
-                         "topic's message.timestamp.after.max.ms, start --origin in the past, or use "
-                         "--kafka-time wall")
+            if "InvalidTimestamp" in "".join(self.errors) or self.max_lead_ms > BROKER_MAX_LEAD_MS:
+                text += f" -- {LEAD_HINT}"
         return text
+
+
+LEAD_HINT = ("brokers refuse record timestamps over message.timestamp.after.max.ms (1 h by default) ahead of "
+             "their clock: raise it on the topic, start --origin in the past, pass --max-lead 50m, or use "
+             "--kafka-time wall")
 
 
 def make_producer(bootstrap: str, topic: str = "events", linger_ms: int = 20, batch_bytes: int = 256 * 1024,
@@ -145,8 +157,9 @@ def make_producer(bootstrap: str, topic: str = "events", linger_ms: int = 20, ba
 def write_kafka(records: Iterable[Record], producer: Any, topic: str = "events", rate: float = 0.0,
                 count: int | None = None, duration_s: float | None = None, key_mode: str = "person",
                 time_mode: str = "event", burst: float | None = None,
-                progress: Callable[[SendStats], None] | None = None, progress_every_s: float = 5.0,
-                clock: Callable[[], float] = time.monotonic,
+                max_lead_ms: int | None = None, progress: Callable[[SendStats], None] | None = None,
+                progress_every_s: float = 5.0, warn: Callable[[str], None] | None = None,
+                clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
                 sleep: Callable[[float], None] = time.sleep) -> SendStats:
     """Sends records to a topic at a rate until they run out, `count` or `duration_s` is reached, or Ctrl-C.
 
@@ -160,8 +173,11 @@ def write_kafka(records: Iterable[Record], producer: Any, topic: str = "events",
         time_mode: `event`: the record timestamp is `truth["sent_ms"]` (when known); `wall`: the producer's
             clock.
         burst: token-bucket size (default: a tenth of a second of `rate`).
+        max_lead_ms: with `time_mode="event"`, hold each record until its timestamp is at most this far
+            ahead of the wall clock (None: never hold).
         progress: called with the running stats every `progress_every_s` seconds.
-        clock, sleep: injectable for tests.
+        warn: called once when record timestamps get more than an hour ahead of the wall clock.
+        clock, wall, sleep: monotonic seconds, epoch seconds and sleep; injectable for tests.
 
     Returns:
         The stats; the producer is flushed but not closed.
@@ -170,11 +186,21 @@ def write_kafka(records: Iterable[Record], producer: Any, topic: str = "events",
         raise ValueError(f"key_mode must be one of {KEY_MODES}, time_mode one of {TIME_MODES}")
     stats = SendStats()
     bucket = TokenBucket(rate, burst, clock=clock, sleep=sleep)
-    start = next_report = clock()
+    start = clock()
+    next_report = start + progress_every_s
     try:
         for record in take(records, count, duration_s, clock):
             bucket.acquire()
             sent_ms = record.truth.get("sent_ms") if time_mode == "event" else None
+            if sent_ms is not None:
+                lead = sent_ms - int(wall() * 1000)
+                if max_lead_ms is not None and lead > max_lead_ms:
+                    sleep((lead - max_lead_ms) / 1000)
+                    stats.held_s += (lead - max_lead_ms) / 1000
+                    lead = max_lead_ms
+                if lead > BROKER_MAX_LEAD_MS >= stats.max_lead_ms and warn is not None:
+                    warn(f"record timestamps are now over an hour ahead of the wall clock; {LEAD_HINT}")
+                stats.max_lead_ms = max(stats.max_lead_ms, lead)
             future = producer.send(topic, value=record.value, key=record_key(record, key_mode),
                                    timestamp_ms=sent_ms)
             future.add_callback(stats.on_ack)

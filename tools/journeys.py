@@ -14,7 +14,6 @@ import heapq
 import math
 import random
 import unicodedata
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +33,7 @@ from tools.journeys_world import (
     Region,
     price_in,
     rfc3339,
+    seeded_uuid,
 )
 
 # Behaviour per session (or per step, where noted); the knobs worth tuning are in JourneyConfig.
@@ -146,7 +146,7 @@ class World:
 
     def uuid(self) -> str:
         """A random (seeded) UUID4 string."""
-        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+        return seeded_uuid(self.rng)
 
     def hex_id(self, prefix: str, digits: int = 12) -> str:
         """A random (seeded) hex identifier with a prefix."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import random
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -115,3 +116,8 @@ def rfc3339(ms: int, offset_min: int = 0, millis: bool = True) -> str:
     text = (_EPOCH + timedelta(milliseconds=ms)).astimezone(zone).isoformat(
         timespec="milliseconds" if millis else "seconds")
     return text[:-6] + "Z" if offset_min == 0 else text
+
+
+def seeded_uuid(rng: random.Random) -> str:
+    """A UUID4 string drawn from a seeded random stream."""
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tools.generate import MALFORMED, VALID, GeneratorConfig, Record, generate, take
-from tools.generate_cli import build_parser, main, parse_origin
+from tools.generate_cli import build_parser, main, parse_duration_ms, parse_origin
 from tools.generate_kafka import SendStats, TokenBucket, record_key, replay_parquet, write_kafka
 from tools.parquet_io import UNKNOWN_KIND, iter_columns, read_metadata, read_parquet, write_parquet
 
@@ -156,7 +156,7 @@ def test_a_rate_paces_the_writer(records):
     stats = write_kafka(records, FakeProducer(), rate=200, count=1000, clock=clock, sleep=clock.sleep,
                         progress=lambda s: progress.append(s.sent), progress_every_s=1.0)
     assert stats.elapsed_s == pytest.approx((1000 - 20) / 200, rel=0.01)  # less the initial burst of 20
-    assert len(progress) == pytest.approx(5, abs=1)
+    assert len(progress) == 4  # at 1, 2, 3 and 4 s
 
 
 def test_a_duration_stops_the_writer(records):
@@ -173,6 +173,27 @@ def test_ctrl_c_stops_the_writer_cleanly(records):
     producer = FakeProducer()
     stats = write_kafka(interrupted(), producer)
     assert stats.interrupted and stats.sent == 5 and producer.flushed == 1
+
+
+def test_max_lead_holds_records_until_the_wall_clock_catches_up(records):
+    clock = FakeClock()
+    offset = records[0].truth["sent_ms"] / 1000 - clock.now  # the wall clock starts at the first send time
+
+    stats = write_kafka(records, FakeProducer(), max_lead_ms=0, clock=clock, sleep=clock.sleep,
+                        wall=lambda: clock.now + offset, warn=pytest.fail)
+    span_s = (records[-1].truth["sent_ms"] - records[0].truth["sent_ms"]) / 1000
+    assert stats.held_s == pytest.approx(span_s, abs=0.01)
+    assert stats.elapsed_s == pytest.approx(span_s, abs=0.01)
+    assert stats.max_lead_ms == 0
+
+
+def test_a_simulation_running_ahead_of_the_wall_clock_is_warned_about_once(records):
+    warnings: list[str] = []
+    frozen_wall = records[0].truth["sent_ms"] / 1000
+    stats = write_kafka(records, FakeProducer(), wall=lambda: frozen_wall, warn=warnings.append)
+    assert stats.max_lead_ms == records[-1].truth["sent_ms"] - records[0].truth["sent_ms"] > 3_600_000
+    assert len(warnings) == 1 and "message.timestamp.after.max.ms" in warnings[0]
+    assert stats.held_s == 0 and "ahead of the wall clock" in stats.summary()
 
 
 def test_token_bucket_keeps_the_average_rate_and_allows_a_burst():
@@ -250,3 +271,15 @@ def test_parse_origin(text, expected):
 def test_parse_origin_refuses_nonsense(text):
     with pytest.raises(ValueError):
         parse_origin(text, now_ms=0)
+
+
+@pytest.mark.parametrize(("text", "expected"),
+                         [("0", 0), ("90s", 90_000), ("50m", 3_000_000), ("2h", 7_200_000)])
+def test_parse_duration(text, expected):
+    assert parse_duration_ms(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "5", "1y", "-1m", "m"])
+def test_parse_duration_refuses_nonsense(text):
+    with pytest.raises(ValueError):
+        parse_duration_ms(text)
