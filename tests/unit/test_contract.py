@@ -104,6 +104,35 @@ def test_event_level_rejections(body, reason):
     assert result.reason == reason, result.detail
 
 
+@pytest.mark.parametrize("text", [
+    "2026-11-18T08:00:00+01", "2026-11-18T08:00:00+01:00:30", "2026-W47-7T08:00:00Z", "2026-11-18T08:00:00,5Z",
+    " 2026-11-18T08:00:00Z", "2026-11-18T08:00:00Z ", "2026-11-18T25:00:00Z", "2026-02-30T08:00:00Z",
+])
+def test_only_rfc3339_text_is_a_timestamp(text):
+    with pytest.raises(ValueError):
+        parse_event_time(text)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2026-11-18T07:00:00Z", 1794985200000),
+    ("2026-11-18 07:00:00.5z", 1794985200500),
+    ("2026-11-18T08:00:00.123456789+01:00", 1794985200123),
+    ("2026-11-18t02:30:00.1-04:30", 1794985200100),
+])
+def test_rfc3339_variants(text, expected):
+    assert parse_event_time(text) == expected
+
+
+def test_whole_number_float_ts_is_epoch_ms_like_the_schema_says():
+    assert isinstance(check(make(ts=float(NOW - 5000))), Accepted)
+    assert check(make(ts=NOW - 0.5)).reason == "schema"  # type: ignore[union-attr]
+
+
+def test_event_id_of_only_spaces_is_rejected():
+    assert check(make(event_id="   ")).reason == "schema"  # type: ignore[union-attr]
+    assert isinstance(check(make(event_id=" a b ")), Accepted)
+
+
 def test_identifier_values_that_look_like_redis_patterns_are_plain_values():
     assert isinstance(check(make(ids={"anonymous_id": "user:*{x}[a-z]?", "custom_crm": "a b"})), Accepted)
 
