@@ -374,7 +374,8 @@ class IdentityService:
         for res in results:
             if res.decision == "link":
                 link, origin = fs_link_observation(record, res.other, res.score, res.evidence, self.config)
-                outputs.extend(self._apply(link, origin, annotate=False))
+                if len(link.keys) > 1:
+                    outputs.extend(self._apply(link, origin, annotate=False))
             elif res.decision == "review":
                 pa, pb = self.lookup(record.anchor), self.lookup(res.other.anchor)
                 if pa and pb and pa != pb:

@@ -49,6 +49,23 @@ class Observation:
     features: dict[str, str] = field(default_factory=dict)
     sanitized: dict[str, Any] = field(default_factory=dict)
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (for the keyed job's messages)."""
+        return {"event_id": self.event_id, "ts": self.ts_ms, "type": self.type, "source": self.source,
+                "keys": list(self.keys), "dropped": [list(d) for d in self.dropped],
+                "contributions": {k: c.to_list() for k, c in self.contributions.items()},
+                "consent": {k: c.to_list() for k, c in self.consent.items()},
+                "features": self.features, "sanitized": self.sanitized}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Observation:
+        """Inverse of :meth:`to_dict`."""
+        return cls(str(data["event_id"]), int(data["ts"]), str(data["type"]), str(data["source"]),
+                   tuple(data["keys"]), tuple((str(a), str(b)) for a, b in data.get("dropped", ())),
+                   {k: Candidate.from_list(v) for k, v in data.get("contributions", {}).items()},
+                   {k: Candidate.from_list(v) for k, v in data.get("consent", {}).items()},
+                   dict(data.get("features", {})), dict(data.get("sanitized", {})))
+
 
 def normalize_identifier(id_type: str, raw: Any, config: IdentityConfig) -> tuple[str | None, str | None]:
     """Normalizes one identifier value (not yet hashed).
