@@ -53,8 +53,8 @@ class Cluster:
             msg = Message.from_bytes(self.queue.pop(i).to_bytes())
             where = (msg.stage, msg.key)
             state = self.states.get(where)
-            if isinstance(state, Slot):  # what the wrapper keeps is bytes
-                state = Slot.from_dict(orjson.loads(orjson.dumps(state.to_dict())))
+            if state is not None:  # what the wrapper keeps is bytes
+                state = type(state).from_dict(orjson.loads(orjson.dumps(state.to_dict())))
             self.states[where], messages, outputs = step(state, msg, self.settings)
             self.queue += messages
             self.outputs += outputs

@@ -71,6 +71,15 @@ class Entry:
     component: str | None = None
     tombstone: int | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"component": self.component, "tombstone": self.tombstone}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Entry:
+        """Inverse of :meth:`to_dict`."""
+        return cls(data.get("component"), data.get("tombstone"))
+
     def erased_at_or_after(self, ts_ms: int) -> bool:
         """True when the identifier was erased by an erasure not older than `ts_ms`."""
         return self.tombstone is not None and self.tombstone >= ts_ms
@@ -295,6 +304,16 @@ class Block:
 
     records: dict[str, BlockRecord] = field(default_factory=dict)
     erased: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"records": [r.to_list() for r in self.records.values()], "erased": self.erased}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Block:
+        """Inverse of :meth:`to_dict`."""
+        records = [BlockRecord.from_list(r) for r in data.get("records", [])]
+        return cls({r.record_id: r for r in records}, dict(data.get("erased", {})))
 
 
 def blocks_step(block: Block | None, msg: Message, settings: Settings) -> Step:
