@@ -151,3 +151,28 @@ def test_keyed_erasure_leaves_nothing_in_any_stage() -> None:
     cluster.send(spec[0])
     cluster.run()
     assert cluster.view().mapping() == {}
+
+
+def test_keyed_component_limit() -> None:
+    svc = reference()
+    limited = replace(svc.settings, config=replace(svc.config, max_component_identifiers=6))
+
+    def login(eid: str, ts: int, device: str, anon: str) -> dict[str, Any]:
+        return {"event_id": eid, "type": "login", "ts": T0 + ts,
+                "ids": {"device_id": device, "anonymous_id": anon}}
+
+    hub = [login(f"h{i}", i, "d1", f"a{i}") for i in range(10)]
+    hub2 = [login(f"g{i}", i, "d2", f"b{i}") for i in range(4)]
+    bridge = login("x", 50, "d1", "b1")
+    for seed in [None, *range(8)]:  # sequential delivery, then random interleavings
+        cluster = Cluster(limited, random.Random(seed) if seed is not None else None)
+        for event in [*hub, *hub2, bridge]:
+            cluster.send(event)
+        cluster.run()
+        assert len(cluster.view().mapping()) == 16  # every identifier has a person, refused or not
+        assert not any(s.pending for s in cluster.live().values())
+        refused = [o.value for o in cluster.outputs if isinstance(o, KafkaRecord)
+                   and o.topic == "person-merges" and o.value["kind"] == "refused"]
+        assert refused and {r["reason"] for r in refused} == {"component_limit"}
+        if seed is None:  # decided one message at a time, the limit is exact
+            assert max(len(s.state.graph.first_seen) for s in cluster.live().values() if s.state) <= 6

@@ -4,7 +4,7 @@ Stages and their keyed state:
 
 - `directory`, keyed by typed identifier key: which component owns the identifier (and a tombstone
   after an erasure). It is the arbiter of ownership: the first component to claim an identifier gets it;
-  a claim by a second component makes the two components unite.
+  a claim by a second component is passed to the owner, which decides how the two unite.
 - `component`, keyed by component id: a :class:`Slot` holding the :class:`ComponentState` (graph, profile
   contributions), observations waiting for identifier claims, or a forward pointer once the component was
   shipped into another one.
@@ -17,8 +17,10 @@ and per-identifier profile contributions) and persons are derived from it, the o
 unions and ships happen does not change the final persons and profiles; `tests/unit/test_identity_keyed.py`
 runs the stages with random delivery order and compares with :class:`udfs.identity.engine.IdentityService`.
 
-Unions always ship the component with the larger id into the smaller one, so forward chains strictly
-decrease and every message reaches a live component.
+A claim of an identifier owned by another component goes to the owner (`join`), which refuses it when
+both components together would exceed `max_component_identifiers` and otherwise orders the union. Unions
+always ship the component with the larger id into the smaller one, so forward chains strictly decrease
+and every message reaches a live component.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ import orjson
 
 from udfs.identity.engine import ComponentState, Settings, apply_observation, fs_link_observation
 from udfs.identity.erase import audit_unknown, erase_persons
+from udfs.identity.graph import Refusal
 from udfs.identity.matching import BlockRecord, blocking_keys, decide, score_pair
 from udfs.identity.observe import Observation, observe
-from udfs.identity.records import Output, review_record
+from udfs.identity.records import Output, refusal_record, review_record
 
 DIRECTORY, COMPONENT, BLOCKS = "directory", "component", "blocks"
 
@@ -121,10 +124,8 @@ def directory_step(entry: Entry | None, msg: Message, settings: Settings) -> Ste
         elif entry.component in (None, comp):
             entry.component = comp
             out.append(Message("granted", COMPONENT, comp, {"key": key}))
-        else:
-            winner, loser = sorted((comp, entry.component))
-            entry.component = winner
-            out.append(Message("unite", COMPONENT, loser, {"into": winner}))
+        else:  # owned by another component: the owner decides (size limit) how the two unite
+            out.append(Message("join", COMPONENT, entry.component, {**body, "key": key}))
     elif msg.kind == "repoint":
         if entry.component == body["old"]:
             entry.component = body["new"]
@@ -157,12 +158,14 @@ class Slot:
         forward: the component this one was shipped into (then nothing else is kept).
         pending: observations waiting for identifier claims, by event id (message bodies).
         granted: identifiers the directory granted that no applied observation has used yet.
+        claiming: identifiers claimed and not yet answered (they count against the size limit).
     """
 
     state: ComponentState | None = None
     forward: str | None = None
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)
     granted: set[str] = field(default_factory=set)
+    claiming: set[str] = field(default_factory=set)
 
     def identifiers(self) -> set[str]:
         """Identifiers present or granted."""
@@ -171,16 +174,17 @@ class Slot:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"state": self.state.to_dict() if self.state else None, "forward": self.forward,
-                "pending": self.pending, "granted": sorted(self.granted)}
+                "pending": self.pending, "granted": sorted(self.granted), "claiming": sorted(self.claiming)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Slot:
         """Inverse of :meth:`to_dict`."""
         state = ComponentState.from_dict(data["state"]) if data.get("state") else None
-        return cls(state, data.get("forward"), dict(data.get("pending", {})), set(data.get("granted", ())))
+        return cls(state, data.get("forward"), dict(data.get("pending", {})), set(data.get("granted", ())),
+                   set(data.get("claiming", ())))
 
 
-_FORWARDED = ("apply", "granted", "denied", "ship", "erase_in", "review")
+_FORWARDED = ("apply", "granted", "denied", "ship", "erase_in", "review", "join")
 
 
 def component_step(slot: Slot | None, msg: Message, settings: Settings) -> Step:
@@ -196,6 +200,8 @@ def component_step(slot: Slot | None, msg: Message, settings: Settings) -> Step:
         return slot, [], []
     out: list[Message] = []
     outputs: list[Output] = []
+    if msg.kind == "join":
+        return slot, _join(slot, body, me, settings), []
     if msg.kind == "unite":
         if body["into"] < me:
             out.append(Message("ship", COMPONENT, body["into"], {"slot": slot.to_dict(), "from": me}))
@@ -211,24 +217,91 @@ def component_step(slot: Slot | None, msg: Message, settings: Settings) -> Step:
             slot.state.merge(shipped.state, settings.policies, settings.config)
         slot.pending.update(shipped.pending)
         slot.granted |= shipped.granted
+        slot.claiming |= shipped.claiming
         out += [Message("repoint", DIRECTORY, k, {"old": body["from"], "new": me})
                 for k in sorted(shipped.identifiers())]
     elif msg.kind == "apply":
         slot.granted.update(body["granted"])
-        obs = Observation.from_dict(body["obs"])
-        slot.pending[obs.event_id] = body
-        out += [Message("claim", DIRECTORY, k, {"component": me, "event_id": obs.event_id, "ts": obs.ts_ms})
-                for k in obs.keys if k not in slot.identifiers()]
+        out += _claim(slot, body, me, settings)
     elif msg.kind == "granted":
         slot.granted.add(body["key"])
+        slot.claiming.discard(body["key"])
     elif msg.kind == "denied":
-        slot.pending.pop(body["event_id"], None)
+        key = body["key"]
+        slot.claiming.discard(key)
+        waiting = [eid for eid, b in slot.pending.items() if key in b["obs"]["keys"]]
+        if body.get("reason") == "component_limit":  # every observation waiting for it goes on without it
+            for eid in waiting:
+                _refuse(slot, eid, key)
+        else:  # an identifier erased after the event: the event stays erased, later ones claim again
+            slot.pending.pop(body["event_id"], None)
+            out += _claim_again(slot, key, me)
     elif msg.kind == "erase_in":
         outputs, out = _erase_in(slot, body, me, settings)
     elif msg.kind == "review":
         outputs, out = _review(slot, body, settings)
     ready_out, ready_outputs = _apply_ready(slot, me, settings)
     return slot, out + ready_out, outputs + ready_outputs
+
+
+def _claim(slot: Slot, body: dict[str, Any], me: str, settings: Settings) -> list[Message]:
+    """Keeps an observation pending and claims its missing identifiers, within the component size limit.
+
+    Identifiers beyond the room left are refused (`component_limit`); a refused identifier nobody owns yet
+    still gets its own person through a single-identifier observation.
+    """
+    obs = Observation.from_dict(body["obs"])
+    have = slot.identifiers()
+    missing = [k for k in obs.keys if k not in have and k not in slot.claiming]
+    room = max(settings.config.max_component_identifiers - len(have) - len(slot.claiming), 0)
+    if len(obs.keys) == 1:
+        room = len(missing)
+    slot.pending[obs.event_id] = body
+    out = []
+    for key in missing[room:]:
+        _refuse(slot, obs.event_id, key)
+        single = replace(obs, keys=(key,), contributions={}, consent={}, features={})
+        out.append(route(single, None, False))
+    slot.claiming.update(missing[:room])
+    size = len(have) + len(slot.claiming)
+    out += [Message("claim", DIRECTORY, key, {"component": me, "event_id": obs.event_id, "ts": obs.ts_ms,
+                                              "size": size}) for key in missing[:room]]
+    return out
+
+
+def _claim_again(slot: Slot, key: str, me: str) -> list[Message]:
+    """Claims an identifier again for the earliest other observation still waiting for it."""
+    waiting = sorted((b["obs"]["ts"], eid, len(b["obs"]["keys"])) for eid, b in slot.pending.items()
+                     if key in b["obs"]["keys"])
+    if not waiting or key in slot.identifiers():
+        return []
+    ts, eid, _ = waiting[0]
+    slot.claiming.add(key)
+    size = len(slot.identifiers()) + len(slot.claiming)
+    return [Message("claim", DIRECTORY, key, {"component": me, "event_id": eid, "ts": ts, "size": size})]
+
+
+def _join(slot: Slot, body: dict[str, Any], me: str, settings: Settings) -> list[Message]:
+    """The owner of a claimed identifier decides: refuse (size limit) or unite (the larger id ships)."""
+    claimant = body["component"]
+    if claimant == me:
+        return []
+    if len(slot.identifiers()) + body["size"] > settings.config.max_component_identifiers:
+        return [Message("denied", COMPONENT, claimant, {"key": body["key"], "event_id": body["event_id"],
+                                                        "reason": "component_limit"})]
+    return [Message("unite", COMPONENT, max(me, claimant), {"into": min(me, claimant)})]
+
+
+def _refuse(slot: Slot, event_id: str, key: str) -> None:
+    """Drops an identifier from a pending observation, remembering it for the refusal record."""
+    body = slot.pending.get(event_id)
+    if body is None:
+        return
+    keys = [k for k in body["obs"]["keys"] if k != key]
+    slot.pending[event_id] = {**body, "obs": {**body["obs"], "keys": keys},
+                              "refused": [*body.get("refused", []), key]}
+    if not keys:
+        del slot.pending[event_id]
 
 
 def _apply_ready(slot: Slot, me: str, settings: Settings) -> tuple[list[Message], list[Output]]:
@@ -246,6 +319,9 @@ def _apply_ready(slot: Slot, me: str, settings: Settings) -> tuple[list[Message]
         outputs += apply_observation(slot.state, obs, settings, body.get("origin"),
                                      body.get("annotate", True))
         slot.granted -= set(obs.keys)
+        person_of = slot.state.graph.partition(settings.config).person_of
+        outputs += [refusal_record(settings.config, Refusal(obs.event_id, obs.keys[0], k, "component_limit"),
+                                   person_of[obs.keys[0]], "", obs.ts_ms) for k in body.get("refused", ())]
         matching = settings.config.matching
         if len(obs.features) >= matching.min_fields:
             record = BlockRecord(obs.event_id, obs.keys[0], obs.ts_ms, obs.features)
