@@ -1,0 +1,42 @@
+# tagstream developer entry points. `make` lists them.
+PY      := .venv/bin/python
+PROFILE ?= dev
+export TAGSTREAM_PROFILE := $(PROFILE)
+
+.DEFAULT_GOAL := help
+.PHONY: help setup up down status test test-unit lint dq demo clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+setup: ## Create .venv, fetch the stack's jars, install redis-server (cached; fast when done)
+	@bash tools/setup.sh
+
+up: ## Start the local stack (PROFILE=dev|test) and create topics and tables
+	@$(PY) -m tools.stack up
+
+down: ## Stop the local stack (PROFILE=dev|test)
+	@$(PY) -m tools.stack down
+
+status: ## Show the local stack's services (PROFILE=dev|test)
+	@$(PY) -m tools.stack status
+
+test: setup ## Run all tests (e2e tests start and stop the `test` stack themselves)
+	$(PY) -m pytest tests
+
+test-unit: setup ## Run the tests that need no Flink cluster and no stack
+	$(PY) -m pytest tests -m "not pipeline and not e2e"
+
+lint: setup ## ruff and mypy
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+dq: setup ## Data-quality report of a file: make dq FILE=path
+	$(PY) -m tools.dq $(FILE)
+
+demo: setup ## Start the dev stack, submit the jobs, generate events
+	$(PY) -m tools.demo
+
+clean: ## Stop both stacks and delete their data (.run/)
+	-@[ ! -x $(PY) ] || for p in dev test; do $(PY) -m tools.stack down --profile $$p; done
+	rm -rf .run
