@@ -69,7 +69,8 @@ def pii_events() -> list[dict[str, Any]]:
     base = {"type": "identify", "source": "crm"}
     return [
         {**base, "event_id": "i1", "ts": T0, "ids": {"anonymous_id": "a1", "email": e1},
-         "traits": {"first_name": "Annabelle", "last_name": "Schmidtke", "dob": "1981-04-17", "email": e1,
+         "traits": {"first_name": "Annabelle", "last_name": "Schmidtke", "full_name": "Annabelle Schmidtke",
+                    "dob": "1981-04-17", "email": e1,
                     "phone": p1, "street": "Hauptstrasse", "zip": "10115", "city": "Berlin"}},
         {**base, "event_id": "i2", "ts": T0 + 10, "ids": {"anonymous_id": "a2"},
          "traits": {"first_name": "Annabelle", "last_name": "Schmidtke", "dob": "1981-04-17", "zip": "10115",

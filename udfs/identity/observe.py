@@ -165,6 +165,8 @@ def observe(event: Mapping[str, Any], config: IdentityConfig, policies: ProfileP
     clean_traits: dict[str, Any] = {}
     for name, raw in traits.items():
         policy = policies.for_trait(str(name))
+        if policy.pii == "omit":
+            continue
         value = _attribute_value(policy.name, raw, policy.normalize, policy.pii, config, hasher)
         if value is None and raw is not None:
             continue
