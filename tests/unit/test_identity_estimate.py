@@ -56,7 +56,7 @@ def sample(tmp_path: Path, people: int = 150, seed: int = 7) -> tuple[Path, Path
 def test_estimation_writes_a_weights_file_the_config_accepts(tmp_path: Path, method: str) -> None:
     records, matches = sample(tmp_path)
     out = tmp_path / "weights.yaml"
-    argv = [method, "--records", str(records), "--out", str(out), "--u-pairs", "3000"]
+    argv = [method, "--records", str(records), "--out", str(out), "--u-pairs", "1500"]
     est = run([*argv, "--matches", str(matches)] if method == "labelled" else argv)
     written = yaml.safe_load(out.read_text())
     assert written["method"] == method and written["pairs"] == est.pairs > 0
@@ -80,9 +80,9 @@ def test_estimation_writes_a_weights_file_the_config_accepts(tmp_path: Path, met
 
 def test_em_and_labelled_agree_on_the_sample(tmp_path: Path) -> None:
     records, matches = sample(tmp_path, people=200, seed=3)
-    em = run(["em", "--records", str(records), "--out", str(tmp_path / "a.yaml"), "--u-pairs", "3000"])
+    em = run(["em", "--records", str(records), "--out", str(tmp_path / "a.yaml"), "--u-pairs", "1500"])
     lab = run(["labelled", "--records", str(records), "--matches", str(matches),
-               "--out", str(tmp_path / "b.yaml"), "--u-pairs", "3000"])
+               "--out", str(tmp_path / "b.yaml"), "--u-pairs", "1500"])
     for name in ("first_name", "last_name", "dob"):
         assert em.m[name][0] == pytest.approx(lab.m[name][0], abs=0.1)
 

@@ -248,9 +248,12 @@ class ProfilePolicies:
 # --- loading -------------------------------------------------------------------------------------
 
 
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)  # a safe loader (C if built)
     except (OSError, yaml.YAMLError) as err:
         raise ConfigError(f"{path}: {err}") from None
     if not isinstance(data, dict):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -244,6 +245,11 @@ def fs_link_observation(record: BlockRecord, other: BlockRecord, score: float, e
     return obs, origin
 
 
+@lru_cache(maxsize=8)
+def _load_files(identity_path: Path, policies_path: Path) -> tuple[IdentityConfig, ProfilePolicies]:
+    return load_identity_config(identity_path), load_profile_policies(policies_path)
+
+
 class IdentityService:
     """The whole identity job in one process (reference semantics; the tests' entry point).
 
@@ -263,8 +269,8 @@ class IdentityService:
     @classmethod
     def from_files(cls, hasher: PiiHasher, identity_path: Path = IDENTITY_CONFIG_PATH,
                    policies_path: Path = PROFILE_POLICIES_PATH) -> IdentityService:
-        """A service configured from `identity.yaml` and `profile-policies.yaml`."""
-        return cls(load_identity_config(identity_path), load_profile_policies(policies_path), hasher)
+        """A service configured from `identity.yaml` and `profile-policies.yaml` (parsed once per process)."""
+        return cls(*_load_files(identity_path, policies_path), hasher)
 
     @property
     def config(self) -> IdentityConfig:
