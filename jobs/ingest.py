@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script (flink run -py): make the repo importable
@@ -42,7 +42,7 @@ class IngestConfig:
         dedupe_horizon_ms: an event id seen again within this (processing-time) horizon is a duplicate.
     """
 
-    validator: ValidatorConfig = ValidatorConfig()
+    validator: ValidatorConfig = field(default_factory=ValidatorConfig)
     dedupe_horizon_ms: int = 24 * 3600 * 1000
 
 

@@ -114,7 +114,15 @@ def kafka_raw_source(env: StreamExecutionEnvironment, bootstrap: str, topic: str
           'scan.startup.mode' = 'group-offsets',
           'format' = 'raw'{extra}
         )""")
-    return t_env.to_data_stream(t_env.from_path(table))
+    # The Kafka timestamp leaves SQL as epoch milliseconds: a TIMESTAMP_LTZ would reach thread-mode Python
+    # as an unconverted Java Instant. (TIMESTAMPDIFF returns INT, so minutes, not seconds, avoid 2038.)
+    t_env.get_config().set("table.local-time-zone", "UTC")
+    rows = t_env.sql_query(
+        "SELECT `topic`, `partition`, `offset`, "
+        "CAST(TIMESTAMPDIFF(MINUTE, TO_TIMESTAMP_LTZ(0, 3), `kafka_ts`) AS BIGINT) * 60000"
+        " + EXTRACT(SECOND FROM `kafka_ts`) * 1000 + EXTRACT(MILLISECOND FROM `kafka_ts`) AS `kafka_ts`, "
+        f"`value` FROM {table}")
+    return t_env.to_data_stream(rows)
 
 
 def kafka_string_sink(bootstrap: str, topic: str, exactly_once: bool, transactional_prefix: str,

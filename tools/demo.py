@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import signal
 import subprocess
@@ -36,7 +37,7 @@ def start_generator(stack: Stack, rate: int, seed: int) -> int:
     log = open(stack.run_dir / "generator.log", "ab")  # noqa: SIM115 - the child owns it
     proc = subprocess.Popen(
         [sys.executable, "-m", "tools.generate", "--bootstrap", stack.ports.bootstrap, "--topic", "events",
-         "--rate", str(rate), "--seed", str(seed), "--users", "2000", "--bad-fraction", "0.03",
+         "--realtime", "--rate", str(rate), "--seed", str(seed), "--bad-fraction", "0.03",
          "--dup-fraction", "0.02"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     pid_file.write_text(str(proc.pid))
@@ -48,10 +49,8 @@ def stop_generator(stack: Stack) -> None:
     pid_file = stack.run_dir / GENERATOR_PID
     if not pid_file.exists():
         return
-    try:
+    with contextlib.suppress(ProcessLookupError, ValueError):
         os.kill(int(pid_file.read_text()), signal.SIGTERM)
-    except (ProcessLookupError, ValueError):
-        pass
     pid_file.unlink(missing_ok=True)
 
 

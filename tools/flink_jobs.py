@@ -58,6 +58,16 @@ def running_jobs(ports: Ports) -> dict[str, str]:
     return {j["name"]: j["jid"] for j in jobs if j["state"] in ("RUNNING", "CREATED", "INITIALIZING")}
 
 
+def last_exception(ports: Ports, job_id: str) -> str:
+    """The job's most recent exception (root cause lines only), or '' if it has none."""
+    entries = rest(ports, f"/jobs/{job_id}/exceptions").get("exceptionHistory", {}).get("entries", [])
+    if not entries:
+        return ""
+    trace = entries[0].get("stacktrace", "")
+    causes = [line for line in trace.splitlines() if line.startswith("Caused by") or not line.startswith("\t")]
+    return "\n".join(causes[-6:])
+
+
 def wait_running(ports: Ports, job_id: str, timeout_s: float = 180) -> None:
     """Waits until the job and all its tasks run; raises with the job's exception if it fails."""
     deadline = time.monotonic() + timeout_s

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from tests.e2e.kafka_io import consume, private_topics, produce
-from tools.flink_jobs import JOBS, cancel, rest, submit
+from tools.flink_jobs import JOBS, cancel, last_exception, rest, submit
 
 pytestmark = pytest.mark.e2e
 
@@ -61,7 +61,8 @@ def test_good_bad_and_duplicate_events_reach_the_right_topics(stack):
         valid = [orjson.loads(v) for v in consume(bootstrap, topics["events.valid"], len(good))]
         dead = [orjson.loads(v) for v in consume(bootstrap, topics["events.dlq"], len(bad))]
 
-        assert sorted(v["event_id"] for v in valid) == sorted(f"ok-{i}" for i in range(20))
+        assert sorted(v["event_id"] for v in valid) == sorted(f"ok-{i}" for i in range(20)), \
+            last_exception(stack.ports, job_id)
         for record in valid:
             original = orjson.loads(good[int(record.pop("event_id").split("-")[1])])
             assert record.pop("ts_ms") == original["ts"]

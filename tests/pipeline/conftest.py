@@ -10,8 +10,8 @@ import pytest
 
 # Thread mode runs Python inside the JVM (pemja); that Python must see this interpreter's packages and the
 # repo. The JVM is started lazily by the first execution environment and inherits this environment.
-_paths = [sysconfig.get_paths()["purelib"], os.getcwd()]
-os.environ["PYTHONPATH"] = os.pathsep.join(_paths + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+_inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+os.environ["PYTHONPATH"] = os.pathsep.join([sysconfig.get_paths()["purelib"], os.getcwd(), *_inherited])
 
 
 @pytest.fixture(params=[1, 2], ids=["p1", "p2"])
