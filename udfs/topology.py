@@ -109,4 +109,9 @@ PROFILES: dict[str, Ports] = {
                  prometheus_first=9249),
     "test": Ports(kafka=19092, kafka_controller=19093, redis=16379, dynamodb=18000, flink_rest=18081,
                   prometheus_first=19249),
+    # Extra isolated stacks for running test suites in parallel (TAGSTREAM_TEST_PROFILE=test2 make test).
+    "test2": Ports(kafka=29092, kafka_controller=29093, redis=26379, dynamodb=28000, flink_rest=28081,
+                   prometheus_first=29249),
+    "test3": Ports(kafka=39092, kafka_controller=39093, redis=36379, dynamodb=38000, flink_rest=38081,
+                   prometheus_first=39249),
 }
