@@ -15,7 +15,8 @@ setup: ## Create .venv, fetch the stack's jars, install redis-server (cached; fa
 up: ## Start the local stack (PROFILE=dev|test) and create topics and tables
 	@$(PY) -m tools.stack up
 
-down: ## Stop the local stack (PROFILE=dev|test)
+down: ## Stop the local stack and the demo's generator (PROFILE=dev|test)
+	@$(PY) -m tools.demo --stop-generator
 	@$(PY) -m tools.stack down
 
 status: ## Show the local stack's services (PROFILE=dev|test)
