@@ -38,6 +38,6 @@ dq: setup ## Data-quality report of a file: make dq FILE=path
 demo: setup ## Start the dev stack, submit the jobs, generate events
 	$(PY) -m tools.demo
 
-clean: ## Stop both stacks and delete their data (.run/)
-	-@[ ! -x $(PY) ] || for p in dev test; do $(PY) -m tools.stack down --profile $$p; done
+clean: ## Stop the stacks of every profile and delete their data (.run/)
+	-@[ ! -x $(PY) ] || for p in $$(ls .run 2>/dev/null); do $(PY) -m tools.stack down --profile $$p; done
 	rm -rf .run

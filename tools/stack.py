@@ -150,7 +150,7 @@ class Stack:
             if conflicts:
                 raise StackError("\n".join(conflicts))
             svc.start()
-        wait_until(lambda: svc.healthy(), svc.start_timeout, f"{name} ({self.profile})", svc.log, svc.pid)
+        wait_until(svc.healthy, svc.start_timeout, f"{name} ({self.profile})", svc.log, svc.pid)
         self._log(f"{name:<12} up in {time.monotonic() - start:4.1f} s (pid {svc.pid()})")
 
     def stop_service(self, name: str, force: bool = False) -> None:
@@ -158,14 +158,18 @@ class Stack:
         pid = self.services[name].stop(force=force)
         self._log(f"{name:<12} {'stopped' if pid else 'not running'}" + (f" (pid {pid})" if pid else ""))
 
-    def status(self) -> dict[str, dict[str, Any]]:
-        """Per service: `up` (running and healthy), `port` (None if none fixed), `pid` and `detail`."""
+    def status(self, details: bool = True) -> dict[str, dict[str, Any]]:
+        """Per service: `up` (running and healthy), `port` (None if none fixed), `pid` and `detail`.
+
+        Args:
+            details: also ask each service for a few words (topic count, free slots, ...).
+        """
         result: dict[str, dict[str, Any]] = {}
         for name, svc in self.services.items():
             pid = svc.pid()
             up = pid is not None and self._healthy(svc)
             detail = ""
-            if up:
+            if up and details:
                 try:
                     detail = svc.detail()
                 except Exception:  # detail is decoration only
@@ -176,7 +180,7 @@ class Stack:
 
     def healthy(self) -> bool:
         """Tells whether every service is up."""
-        return all(s["up"] for s in self.status().values())
+        return all(s["up"] for s in self.status(details=False).values())
 
     # ---------------------------------------------------------------------------------- internals
 
