@@ -114,4 +114,6 @@ PROFILES: dict[str, Ports] = {
                    prometheus_first=29249),
     "test3": Ports(kafka=39092, kafka_controller=39093, redis=36379, dynamodb=38000, flink_rest=38081,
                    prometheus_first=39249),
+    "test4": Ports(kafka=49092, kafka_controller=49093, redis=46379, dynamodb=48000, flink_rest=48081,
+                   prometheus_first=49249),
 }
