@@ -182,7 +182,7 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, log: Path |
             if check():
                 return time.monotonic() - start
         elapsed = time.monotonic() - start
-        died = pid is not None and elapsed > 1.0 and not alive(pid())
+        died = pid is not None and elapsed > 5.0 and not alive(pid())  # grace: daemons write pid files late
         if died or elapsed > timeout:
             reason = "exited" if died else f"was not healthy after {timeout:.0f} s"
             raise StackError(f"{what} {reason}. Last lines of {log}:\n{tail(log)}")
