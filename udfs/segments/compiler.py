@@ -70,8 +70,7 @@ class Segment:
         """The tag of one binding (parameter values escaped so tags cannot collide)."""
         if not self.params:
             return self.tag_template
-        values = dict(zip(self.params, key, strict=True))
-        return _TEMPLATE_PARAM.sub(lambda m: _escape(values[m.group(1)]), self.tag_template)
+        return self.tag_template.format_map({p: _escape(v) for p, v in zip(self.params, key, strict=True)})
 
     def params_of(self, key: Key) -> dict[str, Any]:
         """The binding as a mapping."""
@@ -319,6 +318,8 @@ def _check_template(template: str, name: str, params: tuple[str, ...]) -> None:
     if template != name and not template.startswith(name + ":"):
         raise ValueError(f"tag template {template!r} must be the name, or start with {name + ':'!r}")
     used = _TEMPLATE_PARAM.findall(template)
+    if template.count("{") != len(used) or template.count("}") != len(used):
+        raise ValueError(f"tag template {template!r} has unbalanced braces")
     unknown = sorted(set(used) - set(params))
     if unknown:
         raise ValueError(f"tag template uses unknown parameter(s) {', '.join(unknown)}")

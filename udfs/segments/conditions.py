@@ -42,9 +42,10 @@ class Store:
 
     def empty(self) -> bool:
         """Whether no evidence is left."""
-        return (all(s is None or not len(s) for s in self.slots)
-                and (self.intervals is None or not len(self.intervals))
-                and (self.done is None or not len(self.done)))
+        for series in self.slots:
+            if series is not None and len(series):
+                return False
+        return (self.intervals is None or not len(self.intervals)) and (self.done is None or not len(self.done))
 
 
 class Ctx(Protocol):
@@ -511,10 +512,18 @@ class AllNode(Node):
         return self.items
 
     def value(self, ctx: Ctx, key: Key, t: int) -> bool:
-        return all(item.value(ctx, key, t) for item in self.items)
+        for item in self.items:  # noqa: SIM110 (a plain loop is faster than all() on a generator here)
+            if not item.value(ctx, key, t):
+                return False
+        return True
 
     def next_change(self, ctx: Ctx, key: Key, t: int) -> int | None:
-        return _earliest(*(item.next_change(ctx, key, t) for item in self.items))
+        best = None
+        for item in self.items:
+            nxt = item.next_change(ctx, key, t)
+            if nxt is not None and (best is None or nxt < best):
+                best = nxt
+        return best
 
     def text(self) -> str:
         return "(" + " and ".join(item.text() for item in self.items) + ")"
@@ -526,7 +535,10 @@ class AnyNode(AllNode):
     __slots__ = ()
 
     def value(self, ctx: Ctx, key: Key, t: int) -> bool:
-        return any(item.value(ctx, key, t) for item in self.items)
+        for item in self.items:  # noqa: SIM110
+            if item.value(ctx, key, t):
+                return True
+        return False
 
     def text(self) -> str:
         return "(" + " or ".join(item.text() for item in self.items) + ")"

@@ -63,7 +63,7 @@ class SegmentsConfig:
     min_history_ms: int = HOUR_MS
     max_evidence_ids: int = 10
     max_flip_steps: int = 10_000
-    evict_every_ms: int = 10_000
+    evict_every_ms: int = 5 * MINUTE_MS
     key_prefix: str = "tagstream"
     dynamo_table: str = "tagstream_segments"
     person_id_types: tuple[str, ...] = ("user_id", "anonymous_id", "device_id")

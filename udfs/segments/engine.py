@@ -21,7 +21,7 @@ from typing import Any
 from udfs.segments.compiler import Catalog, Segment
 from udfs.segments.conditions import UNBOUND, Key
 from udfs.segments.config import SegmentsConfig
-from udfs.segments.matching import Ev
+from udfs.segments.matching import Ev, bind_key
 from udfs.segments.placements import ActiveTag
 from udfs.segments.records import (
     Outputs,
@@ -34,7 +34,6 @@ from udfs.segments.records import (
     retraction_record,
     tag_view,
     view_record,
-    view_signature,
 )
 from udfs.segments.state import NEG_INF, Instance, PersonState, Point
 
@@ -64,11 +63,6 @@ def person_id_of(event: Mapping[str, Any], config: SegmentsConfig | None = None)
         if isinstance(value, str) and value:
             return f"{id_type}:{value}"
     return None
-
-
-def _earliest(times: Iterable[int | None]) -> int | None:
-    present = [t for t in times if t is not None]
-    return min(present) if present else None
 
 
 class Engine:
@@ -125,6 +119,7 @@ class Engine:
         for name, keys in affected.items():
             for key in self._bindings(state, name, keys):
                 self._reconcile(state, run, name, key, ev.ts, end)
+        run.event = None
         # changes due by time at exactly `end` in tags the event did not touch
         self._advance_to(state, run, end)
         self._evict(state)
@@ -147,7 +142,8 @@ class Engine:
         """Reconciles a person with this engine's catalog (hot reload).
 
         Added and changed definitions are evaluated at once against the retained history; removed ones exit.
-        The changes happen at `max(person clock, at)` (`at` defaults to `catalog.updated_at`).
+        The changes happen at `max(person clock + 1 ms, at)` (`at` defaults to `catalog.updated_at`): strictly
+        after everything already evaluated for the person.
         """
         run = _Run()
         self._sync(state, run, at)
@@ -223,13 +219,20 @@ class Engine:
     def _ingest(self, state: PersonState, ev: Ev, only: set[str] | None, affected: Affected | None) -> None:
         """Feeds the event to every leaf whose filter accepts it (indexed by event type)."""
         deps = self.catalog.deps
+        bound: dict[tuple[str, ...], Key | None] = {}
         for match, pairs in self.catalog.by_type.get(ev.type, ()):
             if not match.accepts(ev):
                 continue
             for leaf, i in pairs:
                 if only is not None and leaf.id not in only:
                     continue
-                key = leaf.storage_key(i, ev)
+                fields = leaf.slots[i].fields
+                if fields is None:
+                    key: Key | None = UNBOUND
+                elif fields in bound:
+                    key = bound[fields]
+                else:
+                    key = bound[fields] = bind_key(ev, fields)
                 if key is None:
                     continue
                 touched = leaf.ingest(state, i, key, ev)
@@ -270,19 +273,30 @@ class Engine:
 
     # ------------------------------------------------------------------ evaluation
     def _holds(self, state: PersonState, seg: Segment | None, key: Key, t: int) -> bool:
-        if seg is None or t < state.active_from.get(seg.name, NEG_INF) or not state.consent.allowed(t):
+        """Membership at `t`: the condition, gated by consent, first sight and hot-reload start."""
+        if seg is None:
             return False
-        if not key and t < state.first_seen:
+        if state.active_from and t < state.active_from.get(seg.name, NEG_INF):
+            return False
+        if not state.consent.allowed(t) or (not key and t < state.first_seen):
             return False
         return seg.condition.value(state, key, t)
 
     def _next(self, state: PersonState, seg: Segment | None, key: Key, t: int) -> int | None:
+        """A time after `t` at which membership may change (None: never by time alone)."""
         if seg is None:
             return None
-        start = state.active_from.get(seg.name, NEG_INF)
-        return _earliest((seg.condition.next_change(state, key, t), state.consent.next_change(t),
-                          start if start > t else None,
-                          state.first_seen if not key and state.first_seen > t else None))
+        best = seg.condition.next_change(state, key, t)
+        others = [state.consent.next_change(t)]
+        if state.active_from:
+            start = state.active_from.get(seg.name, NEG_INF)
+            others.append(start if start > t else None)
+        if not key and state.first_seen > t:
+            others.append(state.first_seen)
+        for other in others:
+            if other is not None and (best is None or other < best):
+                best = other
+        return best
 
     def _next_flip(self, state: PersonState, seg: Segment | None, key: Key, t: int,
                    current: bool) -> tuple[int | None, bool]:
@@ -300,15 +314,17 @@ class Engine:
                    removed: bool = False) -> None:
         """Re-evaluates one tag over `[a, b]`, emits what differs from what was emitted, reschedules."""
         seg = None if removed else self.catalog.segments.get(name)
-        insts = state.instances.setdefault(name, {})
-        inst = insts.get(key)
-        if inst is None:
-            if seg is None:
-                return
-            inst = insts[key] = Instance(key, seg.tag(key), seg.params_of(key))
-        run.dirty[(name, key)] = inst
-        a = min(max(a, state.active_from.get(name, NEG_INF)), b)
-        current = inst.value_before(a)
+        inst = state.instances.get(name, {}).get(key)
+        if inst is None and seg is None:
+            return
+        if state.active_from:
+            a = min(max(a, state.active_from.get(name, NEG_INF)), b)
+        points = inst.points if inst is not None else []
+        settled = not points or points[-1].ts < a  # nothing emitted in [a, b]: the usual in-order case
+        if settled:
+            current = points[-1].enter if points else inst is not None and inst.base
+        else:
+            current = inst is not None and inst.value_before(a)
         timeline: list[tuple[int, bool]] = []
         t: int | None = a
         while t is not None and t <= b:
@@ -316,9 +332,16 @@ class Engine:
             if value != current:
                 timeline.append((t, value))
                 current = value
-            t = self._next(state, seg, key, t)
+            t = self._next(state, seg, key, t) if t < b else None
         flip, exact = self._next_flip(state, seg, key, b, current)
-        self._emit_diff(state, run, seg, name, inst, (a, b), timeline, (flip, exact))
+        if inst is None:
+            if not timeline and flip is None:
+                return  # never held, nothing pending: no need to remember the binding
+            assert seg is not None
+            inst = state.instances.setdefault(name, {})[key] = Instance(key, seg.tag(key), seg.params_of(key))
+        run.dirty[(name, key)] = inst
+        if timeline or not settled:
+            self._emit_diff(state, run, seg, name, inst, (a, b), timeline, (flip, exact))
         inst.exact = exact
         self._schedule(state, inst, name, flip)
 
@@ -371,7 +394,7 @@ class Engine:
         if run.cause is not None:
             return {"cause": run.cause}
         ev = run.event
-        if ev is not None and ev.ts == ts:
+        if ev is not None:
             return {"cause": "event", "event_id": ev.id, "event_type": ev.type}
         return {"cause": "time"}
 
@@ -419,7 +442,7 @@ class Engine:
             state.catalog_version = cat.version
             state.stores.clear()
             return
-        when = max(state.frontier, cat.updated_at if at is None else at)
+        when = max(state.frontier + 1, cat.updated_at if at is None else at)
         old = self._known.get(state.catalog_version)
         if old is not None:
             changed = {n for n, s in cat.segments.items()
@@ -456,30 +479,30 @@ class Engine:
         return inst.scheduled if inst.active and inst.exact else None
 
     def _finish(self, state: PersonState, run: _Run) -> Outputs:
+        """Store writes for the tags whose membership, entry, expiry or version changed, and the view."""
         out, cfg = run.out, self.config
+        rewrite = run.refresh or not state.view_written
         for (name, key), inst in run.dirty.items():
-            seg = self.catalog.segments.get(name)
             active = inst.active
-            version = seg.version if seg is not None and active else ""
-            written = (active, self._expiry(inst), version)
             if active:
+                seg = self.catalog.segments.get(name)
+                written = (True, inst.entered_at, self._expiry(inst), seg.version if seg else "")
                 state.members[(name, key)] = None
             else:
+                written = None
                 state.members.pop((name, key), None)
             if written == inst.written:
                 continue
-            if active:
-                out.dynamo.append(dynamo_put(state.person_id, inst.tag, name, version, inst.params,
-                                             inst.entered_at, written[1], state.frontier, cfg))
-            elif inst.written is not None and inst.written[0]:
+            rewrite = True
+            if written is not None:
+                out.dynamo.append(dynamo_put(state.person_id, inst.tag, name, written[3], inst.params,
+                                             written[1], written[2], state.frontier, cfg))
+            elif inst.written is not None:
                 out.dynamo.append(dynamo_delete(state.person_id, inst.tag, state.frontier, cfg))
             inst.written = written
-        if run.dirty or run.refresh:
-            view = self.view(state)
-            signature = view_signature(view)
-            if signature != state.view_sig:
-                state.view_sig = signature
-                out.redis.append(redis_write(view, cfg))
+        if rewrite:
+            state.view_written = True
+            out.redis.append(redis_write(self.view(state), cfg))
         return out
 
     def _evict(self, state: PersonState) -> None:

@@ -5,7 +5,6 @@ DynamoDB items and `events.late` records. Nothing here does I/O.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,12 +104,6 @@ def view_record(person_id: str, as_of: int, consent: bool, tags: Mapping[str, Ma
     return {"person_id": person_id, "as_of": as_of, "consent": consent,
             "tags": {tag: dict(v) for tag, v in sorted(tags.items())},
             "placements": dict(sorted(placements.items()))}
-
-
-def view_signature(view: Mapping[str, Any]) -> str:
-    """Signature of a view without its `as_of` (a view is rewritten only when this changes)."""
-    body = {k: v for k, v in view.items() if k != "as_of"}
-    return _digest(json.dumps(body, sort_keys=True, default=str))
 
 
 def redis_write(view: Mapping[str, Any], config: SegmentsConfig) -> dict[str, Any]:

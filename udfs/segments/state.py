@@ -37,7 +37,7 @@ class Instance:
             change rather than a bound from `max_flip_steps`.
         queued: time of this tag's earliest entry in the person's timer heap.
         retracted: `(ts, enter)` -> how many emitted records for it were retracted (keeps keys unique).
-        written: what the stores last got: `(active, expires_at, version)`.
+        written: what the stores last got: `(True, entered_at, expires_at, version)`, or None when absent.
     """
 
     __slots__ = ("base", "base_entered", "exact", "key", "params", "points", "queued", "retracted",
@@ -54,7 +54,7 @@ class Instance:
         self.exact = True
         self.queued: int | None = None
         self.retracted: dict[tuple[int, bool], int] = {}
-        self.written: tuple[bool, int | None, str] | None = None
+        self.written: tuple[bool, int | None, int | None, str] | None = None
 
     def value_before(self, t: int) -> bool:
         """The emitted value just before `t`."""
@@ -96,8 +96,8 @@ class Instance:
 
     def idle(self) -> bool:
         """Whether nothing about this tag needs remembering."""
-        return not self.points and not self.base and self.scheduled is None and not self.retracted and not (
-            self.written and self.written[0])
+        return (not self.points and not self.base and self.scheduled is None and not self.retracted
+                and self.written is None)
 
 
 class PersonState:
@@ -119,7 +119,7 @@ class PersonState:
         active_from: segment name -> event time from which a hot-reloaded definition applies.
         heap: `(time, seq, segment, binding)` scheduled changes (stale entries are skipped).
         members: `(segment, binding)` of the tags currently held.
-        view_sig: signature of the last current-state view written.
+        view_written: whether a current-state view was ever written for the person.
     """
 
     def __init__(self, person_id: str, catalog_version: str, default_consent: bool) -> None:
@@ -140,7 +140,7 @@ class PersonState:
         self.members: dict[tuple[str, Key], None] = {}
         self.seq = 0
         self.evicted_at = NEG_INF
-        self.view_sig: str | None = None
+        self.view_written = False
 
     def remember(self, ev: Ev) -> None:
         """Adds a raw event to the history and the de-duplication index."""
