@@ -15,6 +15,13 @@ event is never more than `max_disorder_ms` older than one sent before it. Malfor
 (tools/generate_faults.py) and redeliveries of recently sent events are sent "now" (at the event time of
 the event being produced), so their share of all records is `bad_fraction` and `dup_fraction`.
 
+Real time: the simulation's natural rate is `natural_rate()` records per simulated second, usually far below a
+Kafka rate, so pacing the output at a fixed rate runs event time ahead of the wall clock. For runs of any
+length, give it enough people instead (`for_rate`), leave the origin unset (it becomes the wall clock, rounded
+up to a whole second, when the first record is drawn) and send each record when the wall clock reaches its
+`sent_ms` (`write_kafka(..., max_lead_ms=0)`, CLI `--realtime`). Runs that differ only in the origin give the
+same records at the same offsets from it (only the absolute timestamps in the values differ).
+
 Each record comes with its ground truth:
     seq: its position in the output; sent_ms: its send time (use it as the Kafka record timestamp: it is
     the reference time the contract validator judges `ts` against); person: the true person; key: the
@@ -26,6 +33,7 @@ Each record comes with its ground truth:
 from __future__ import annotations
 
 import heapq
+import math
 import random
 import sys
 import time
@@ -61,7 +69,7 @@ class GeneratorConfig:
         seed: the random seed.
         users: number of person slots (people who ask to be erased are replaced).
         origin_ms: event time of the start, epoch ms; None means the wall clock when `generate` starts
-            (then the output is reproducible only with the resolved origin: see `resolved()`).
+            (rounded up to a whole second: see `resolved()`).
         bad_fraction: share of malformed records among all records.
         dup_fraction: share of redeliveries (exact copies of a recently sent valid record).
         max_disorder_ms: the most a valid event is sent after its event time.
@@ -95,10 +103,25 @@ class GeneratorConfig:
             raise ValueError("max_record_bytes must exceed max_event_bytes")
 
     def resolved(self, now_ms: int | None = None) -> GeneratorConfig:
-        """This config with the origin fixed (to `now_ms` or the wall clock when it is None)."""
+        """This config with the origin fixed: `now_ms` (or the wall clock) rounded up to a whole second.
+
+        Whole seconds keep runs comparable: events at the same offsets from the origin (CRM syncs fall on
+        whole seconds).
+        """
         if self.origin_ms is not None:
             return self
-        return replace(self, origin_ms=now_ms if now_ms is not None else int(time.time() * 1000))
+        now = now_ms if now_ms is not None else int(time.time() * 1000)
+        return replace(self, origin_ms=-(-now // 1000) * 1000)
+
+    def natural_rate(self) -> float:
+        """Records (all kinds) per simulated second, from the origin on (estimated, within a few %)."""
+        return self.users * self.journey.events_per_person_s() / (1 - self.bad_fraction - self.dup_fraction)
+
+    def for_rate(self, rate: float) -> GeneratorConfig:
+        """This config with the fewest people whose natural rate is at least `rate` records per second."""
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        return replace(self, users=math.ceil(rate * self.users / self.natural_rate()))
 
     def as_dict(self) -> dict[str, Any]:
         """The config as a JSON-ready dict (for Parquet metadata and logs)."""

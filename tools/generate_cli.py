@@ -20,25 +20,38 @@ from udfs.topology import PROFILES
 _UNITS_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
 _DEFAULTS = GeneratorConfig()
 _JOURNEY = JourneyConfig()
+_EVERY = f"{1 / _JOURNEY.events_per_person_s():.0f}"  # seconds between a person's events, on average
 
 DESCRIPTION = """\
 Synthetic tagstream clickstream: people browsing the web and the app, logging in, buying, changing consent,
 synced from a CRM; with malformed records of every dead-letter reason and redeliveries mixed in. Output is
-deterministic for a given --seed and --origin. Sends to Kafka (default), writes Parquet (--parquet) or
-prints raw values (--stdout); --replay sends a Parquet file instead of generating.
+deterministic for a given --seed and --origin (with --realtime: the same records at the same offsets from
+the start). Sends to Kafka (default), writes Parquet (--parquet) or prints raw values (--stdout); --replay
+sends a Parquet file instead of generating.
 """
 
-EPILOG = """\
+EPILOG = f"""\
 Kafka record timestamps: with --kafka-time event (default) each record carries its simulated send time, the
-reference time the ingest validator judges `ts` against. The simulation usually runs faster than the wall
-clock (its natural rate is about users / 780 records per simulated second with the default gaps); Kafka >= 4.0
-brokers refuse timestamps over 1 h ahead of their clock unless the topic's message.timestamp.after.max.ms is
-raised. Otherwise: start --origin in the past (e.g. now-7d), or --max-lead 50m (the rate then drops to the
-natural rate once 50 min ahead), or --kafka-time wall (events over a day ahead of the wall clock are then
-dead-lettered).
+reference time the ingest validator judges `ts` against. Without --realtime the simulation usually runs
+faster than the wall clock (its natural rate is about users / {_EVERY} records per simulated second with
+the default gaps); Kafka >= 4.0 brokers refuse timestamps over 1 h ahead of their clock unless the topic's
+message.timestamp.after.max.ms is raised, and ingest dead-letters events over a day ahead. For long runs
+use --realtime; for bulk loads start --origin in the past (e.g. now-7d), or use --max-lead 50m (the rate
+then drops to the natural rate once 50 min ahead) or --kafka-time wall.
+
+--realtime: event time follows the wall clock for as long as the generator runs. The origin is now; each
+record is sent when the wall clock reaches its timestamp (late events up to --disorder-ms after their `ts`),
+so event time ~ send time ~ Kafka record time. --rate then sets the population instead of pacing: a person
+makes an event every ~{_EVERY} s on average (sessions of --events-per-session steps --event-gap-mean
+apart, then a pause of 60 s + --session-gap-mean), so --rate R simulates R x {_EVERY} x (1 - bad - dup)
+people (e.g. {_DEFAULTS.for_rate(200).users:,} for 200/s), each taking ~3.7 KB of memory once they have shown
+up (0.55 GB for 200/s after a few hours; bounded). Some people are mid-session at the start, so the rate
+holds from the first seconds (within ~5 %). A shorter --session-gap-mean needs fewer people (who then come
+back sooner, more often within 30 minutes).
 
 examples:
-  python -m tools.generate --rate 200 --users 2000                       # to Kafka until Ctrl-C
+  python -m tools.generate --realtime --rate 200                         # to Kafka in real time until Ctrl-C
+  python -m tools.generate --rate 200 --users 2000                       # to Kafka, as fast as the rate says
   python -m tools.generate --count 1000000 --origin 2026-01-01T00:00:00Z --parquet events.parquet
   python -m tools.generate --replay events.parquet --rate 5000 --bootstrap 127.0.0.1:19092
   python -m tools.generate --stdout --count 20 --bad-fraction 0.2
@@ -89,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("what to generate")
     g.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="random seed (default %(default)s)")
-    g.add_argument("--users", type=int, default=_DEFAULTS.users,
-                   help="number of people (default %(default)s)")
+    g.add_argument("--users", type=int, help=f"number of people (default {_DEFAULTS.users}; with --realtime "
+                   "it follows from --rate)")
     g.add_argument("--origin", default="now", help="event time of the start: now, now-2d, now+1h, RFC 3339 "
                    "(2026-01-01T00:00:00Z) or epoch ms (default now; printed, so a run can be repeated)")
     g.add_argument("--bad-fraction", type=_fraction, default=_DEFAULTS.bad_fraction,
@@ -118,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("how much")
     g.add_argument("--count", type=int, help="stop after this many records (all kinds)")
     g.add_argument("--duration", type=float, metavar="S", help="stop after this many seconds")
+    g.add_argument("--realtime", action="store_true", help="Kafka only: event time follows the wall clock "
+                   "(origin now, each record sent at its timestamp) and --rate sets the number of people; "
+                   "for runs of any length (see below; not with --origin, --users, --max-lead or "
+                   "--kafka-time wall)")
 
     g = p.add_argument_group("where to (default: Kafka, until Ctrl-C / SIGTERM)")
     g.add_argument("--parquet", metavar="PATH",
@@ -128,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--topic", default="events", help="Kafka topic (default %(default)s)")
     g.add_argument("--rate", type=float, default=100.0,
                    help="Kafka records per second, 0 = as fast as possible (default %(default)s; Parquet and "
-                   "stdout are written as fast as possible)")
+                   "stdout are written as fast as possible); with --realtime: the rate the population is "
+                   "sized for")
     g.add_argument("--burst", type=float,
                    help="token-bucket burst size (default a tenth of a second's records)")
     g.add_argument("--key", choices=KEY_MODES, default="person",
@@ -151,14 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from(args: argparse.Namespace, now_ms: int) -> GeneratorConfig:
-    """The generator config the flags describe (origin resolved against `now_ms`)."""
+    """The generator config the flags describe (origin resolved against `now_ms`; unset with --realtime)."""
     journey = JourneyConfig(session_gap_mean_s=args.session_gap_mean, event_gap_mean_s=args.event_gap_mean,
                             events_per_session=args.events_per_session, catalogue_size=args.catalogue_size,
                             erase_probability=args.erase_probability)
-    return GeneratorConfig(seed=args.seed, users=args.users, origin_ms=parse_origin(args.origin, now_ms),
-                           bad_fraction=args.bad_fraction, dup_fraction=args.dup_fraction,
-                           max_disorder_ms=args.disorder_ms, disorder_fraction=args.disorder_fraction,
-                           journey=journey)
+    cfg = GeneratorConfig(seed=args.seed, users=args.users or _DEFAULTS.users,
+                          origin_ms=None if args.realtime else parse_origin(args.origin, now_ms),
+                          bad_fraction=args.bad_fraction, dup_fraction=args.dup_fraction,
+                          max_disorder_ms=args.disorder_ms, disorder_fraction=args.disorder_fraction,
+                          journey=journey)
+    return cfg.for_rate(args.rate) if args.realtime else cfg
 
 
 def _log(message: str) -> None:
@@ -182,8 +202,8 @@ def _to_stdout(records: Iterator[Record]) -> int:
 
 
 def _to_kafka(records: Iterator[Record], args: argparse.Namespace) -> int:
-    _log(f"sending to {args.bootstrap} topic {args.topic} at "
-         f"{f'{args.rate:g}/s' if args.rate > 0 else 'full speed'} (Ctrl-C to stop)")
+    pace = "in real time" if args.realtime else f"at {args.rate:g}/s" if args.rate > 0 else "at full speed"
+    _log(f"sending to {args.bootstrap} topic {args.topic} {pace} (Ctrl-C to stop)")
     producer = make_producer(args.bootstrap, args.topic, linger_ms=args.linger_ms,
                              batch_bytes=args.batch_bytes, compression=args.compression)
 
@@ -191,8 +211,8 @@ def _to_kafka(records: Iterator[Record], args: argparse.Namespace) -> int:
         _log(f"  {stats.summary()}")
 
     try:
-        stats = write_kafka(records, producer, topic=args.topic, rate=args.rate, burst=args.burst,
-                            count=args.count, duration_s=args.duration, key_mode=args.key,
+        stats = write_kafka(records, producer, topic=args.topic, rate=0 if args.realtime else args.rate,
+                            burst=args.burst, count=args.count, duration_s=args.duration, key_mode=args.key,
                             time_mode=args.kafka_time, max_lead_ms=args.max_lead_ms, warn=_log,
                             progress=progress if args.progress_every > 0 else None,
                             progress_every_s=args.progress_every or 5.0)
@@ -208,9 +228,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.parquet and args.count is None and args.duration is None:
         parser.error("--parquet needs --count or --duration")
+    if args.realtime:
+        clashes = [flag for flag, given in (
+            ("--origin", args.origin != "now"), ("--users", args.users), ("--max-lead", args.max_lead),
+            ("--kafka-time wall", args.kafka_time == "wall"), ("--parquet", args.parquet),
+            ("--stdout", args.stdout), ("--replay", args.replay)) if given]
+        if clashes:
+            parser.error(f"--realtime sends to Kafka from now on, for a population sized by --rate: drop "
+                         f"{', '.join(clashes)}")
     try:
         cfg = config_from(args, int(time.time() * 1000))
         args.max_lead_ms = None if args.max_lead is None else parse_duration_ms(args.max_lead)
+        if args.realtime:
+            args.max_lead_ms = 0  # hold each record until the wall clock reaches its timestamp
     except ValueError as err:
         parser.error(str(err))
     signal.signal(signal.SIGTERM, _terminate)
@@ -223,8 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"replaying {args.replay}")
     else:
         source, metadata = generate(cfg), cfg.as_dict()
-        _log(f"generating: seed {cfg.seed}, {cfg.users} users, origin {rfc3339(cfg.origin_ms or 0)} "
-             f"(--origin {cfg.origin_ms} repeats this run), bad {cfg.bad_fraction}, dup {cfg.dup_fraction}")
+        origin = ("the wall clock (real time)" if cfg.origin_ms is None else
+                  f"{rfc3339(cfg.origin_ms)} (--origin {cfg.origin_ms} repeats this run)")
+        _log(f"generating: seed {cfg.seed}, {cfg.users} users (natural rate {cfg.natural_rate():.1f}/s), "
+             f"origin {origin}, bad {cfg.bad_fraction}, dup {cfg.dup_fraction}")
     try:
         if args.parquet:
             from tools.parquet_io import write_parquet

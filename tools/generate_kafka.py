@@ -7,7 +7,8 @@ wall clock, and a broker rejects timestamps more than `message.timestamp.after.m
 (1 hour by default since Kafka 4.0). Remedies: raise that on the topic; start the origin in the past; hold
 records back so that they are at most `max_lead_ms` ahead (the rate then falls to the simulation's natural
 rate once the lead is reached; 0 replays in real time); or `time_mode="wall"` (then the validator
-dead-letters events more than a day ahead of the wall clock).
+dead-letters events more than a day ahead of the wall clock). For long runs, generate in real time instead:
+`write_kafka(generate(config.for_rate(rate)), producer, max_lead_ms=0)` (see tools/generate.py).
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ class SendStats:
     interrupted: bool = False
     max_lead_ms: int = 0  # how far the record timestamps got ahead of the wall clock
     held_s: float = 0.0  # time spent holding records back to keep within max_lead_ms
+    max_lag_ms: int = 0  # when holding back: how far the wall clock got past a record's timestamp
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def on_ack(self, _metadata: Any) -> None:
@@ -126,6 +128,8 @@ class SendStats:
             text += f"; timestamps up to {self.max_lead_ms / 60_000:.0f} min ahead of the wall clock"
         if self.held_s:
             text += f" (held back {self.held_s:.1f} s)"
+        if self.max_lag_ms:
+            text += f"; sent up to {self.max_lag_ms} ms after their timestamps"
         if self.first_error:
             text += f"; first error: {self.first_error}"
             if "InvalidTimestamp" in "".join(self.errors) or self.max_lead_ms > BROKER_MAX_LEAD_MS:
@@ -174,7 +178,8 @@ def write_kafka(records: Iterable[Record], producer: Any, topic: str = "events",
             clock.
         burst: token-bucket size (default: a tenth of a second of `rate`).
         max_lead_ms: with `time_mode="event"`, hold each record until its timestamp is at most this far
-            ahead of the wall clock (None: never hold).
+            ahead of the wall clock (None: never hold). 0 with `rate=0` sends in real time: each record when
+            the wall clock reaches its timestamp (see `GeneratorConfig.for_rate`).
         progress: called with the running stats every `progress_every_s` seconds.
         warn: called once when record timestamps get more than an hour ahead of the wall clock.
         clock, wall, sleep: monotonic seconds, epoch seconds and sleep; injectable for tests.
@@ -194,13 +199,15 @@ def write_kafka(records: Iterable[Record], producer: Any, topic: str = "events",
             sent_ms = record.truth.get("sent_ms") if time_mode == "event" else None
             if sent_ms is not None:
                 lead = sent_ms - int(wall() * 1000)
-                if max_lead_ms is not None and lead > max_lead_ms:
+                while max_lead_ms is not None and lead > max_lead_ms:  # the clock may read short after sleep
                     sleep((lead - max_lead_ms) / 1000)
                     stats.held_s += (lead - max_lead_ms) / 1000
-                    lead = max_lead_ms
+                    lead = sent_ms - int(wall() * 1000)
                 if lead > BROKER_MAX_LEAD_MS >= stats.max_lead_ms and warn is not None:
                     warn(f"record timestamps are now over an hour ahead of the wall clock; {LEAD_HINT}")
                 stats.max_lead_ms = max(stats.max_lead_ms, lead)
+                if max_lead_ms is not None:
+                    stats.max_lag_ms = max(stats.max_lag_ms, -lead)
             future = producer.send(topic, value=record.value, key=record_key(record, key_mode),
                                    timestamp_ms=sent_ms)
             future.add_callback(stats.on_ack)

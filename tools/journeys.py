@@ -16,6 +16,7 @@ import random
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 from tools.journeys_world import (
@@ -52,7 +53,10 @@ CONSENT_ON_PROBABILITY = 0.35  # ... and, once withdrawn, by granting it again
 CRM_SYNC_PROBABILITY = 0.15  # the CRM pushes a registered person's record during a pause
 TRAIT_CONFLICT_PROBABILITY = 0.35  # the web/app traits disagree with the CRM on one trait
 PHONE_IN_CRM = 0.3
-MAX_THINK_S = 900.0  # in-session pauses stay well under a 30-minute session gap
+MIN_THINK_S, MAX_THINK_S = 0.3, 900.0  # in-session pauses stay well under a 30-minute session gap
+# Events per session besides the browsing steps: the landing page, and now and then a consent change, login,
+# sign-up, purchase, logout or CRM sync (measured; it hardly moves with the JourneyConfig knobs).
+SESSION_EXTRA_EVENTS = 1.55
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,30 @@ class JourneyConfig:
         for name in ("erase_probability", "app_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
+
+    def think_mu(self) -> float:
+        """The mu of the log-normal think time (sigma 1) whose mean is `event_gap_mean_s` before clipping."""
+        return math.log(self.event_gap_mean_s) - 0.5
+
+    def mean_think_s(self) -> float:
+        """Mean think time between two events of a session (the log-normal, clipped as `Journey` does)."""
+        cdf, mu = NormalDist().cdf, self.think_mu()
+        lo, hi = math.log(MIN_THINK_S) - mu, math.log(MAX_THINK_S) - mu
+        return (MIN_THINK_S * cdf(lo) + MAX_THINK_S * (1 - cdf(hi))
+                + self.event_gap_mean_s * (cdf(hi - 1) - cdf(lo - 1)))
+
+    def session_events(self) -> float:
+        """Expected events per session: max(1, round(exponential steps)) plus the extras."""
+        m = self.events_per_session
+        return math.exp(-0.5 / m) / -math.expm1(-1 / m) - math.expm1(-0.5 / m) + SESSION_EXTRA_EVENTS
+
+    def session_s(self) -> float:
+        """Mean session length in seconds (every event is followed by a think time)."""
+        return self.session_events() * self.mean_think_s()
+
+    def events_per_person_s(self) -> float:
+        """A person's long-run mean number of valid events per second: a session per session-plus-pause."""
+        return self.session_events() / (self.session_s() + self.session_gap_min_s + self.session_gap_mean_s)
 
 
 @dataclass(slots=True)
@@ -208,8 +236,7 @@ class Journey:
         self.rng = world.rng
         self.erased = False
         self.last_product: Product | None = None
-        cfg = world.config
-        self._think_mu = math.log(cfg.event_gap_mean_s) - 0.5  # log-normal, sigma 1: mean = event_gap_mean_s
+        self._think_mu = world.config.think_mu()
 
     def __iter__(self) -> Iterator[Draft]:
         cfg = self.w.config
@@ -282,7 +309,7 @@ class Journey:
     # -- events ---------------------------------------------------------------------------------------
 
     def _think_ms(self) -> int:
-        return int(min(max(self.rng.lognormvariate(self._think_mu, 1.0), 0.3), MAX_THINK_S) * 1000)
+        return int(min(max(self.rng.lognormvariate(self._think_mu, 1.0), MIN_THINK_S), MAX_THINK_S) * 1000)
 
     def _ts(self, source: str) -> str | int:
         if source in ("ios-app", "android-app"):
@@ -424,11 +451,31 @@ class Journey:
         return Draft(self.t, event, p.person_id, p.key)
 
 
+def first_session_s(rng: random.Random, config: JourneyConfig) -> float:
+    """When a person's first session starts (seconds after the origin), as if the shop had always been open.
+
+    Picks a point of the person's cycle: a session up to its last event, then a pause (the last think time,
+    `session_gap_min_s` and an exponential). Someone caught mid-session makes their next event after the rest
+    of a think time (drawn from the length-biased log-normal); as step counts are memoryless, a fresh session
+    stands in for the rest of theirs. Someone pausing comes back after the rest of the pause: uniform over
+    its fixed part, exponential beyond. So the event rate is steady from the origin on.
+    """
+    think_s = config.mean_think_s()
+    active_s = config.session_s() - think_s
+    fixed_s, mean_s = think_s + config.session_gap_min_s, config.session_gap_mean_s
+    x = rng.random() * (active_s + fixed_s + mean_s)
+    if x < active_s:
+        return x / active_s * min(rng.lognormvariate(config.think_mu() + 1, 1.0), MAX_THINK_S)
+    x -= active_s
+    return x if x <= fixed_s else fixed_s - mean_s * math.log1p(-(x - fixed_s) / mean_s)
+
+
 class Population:
     """A fixed number of person slots merged into one stream of drafts in event-time order.
 
-    Each slot's first session starts at a random time within one mean session gap after the origin; a person
-    who asked to be erased leaves, and a newcomer takes the slot after a pause.
+    Slots start as if the shop had always been open (see :func:`first_session_s`), so the event rate is about
+    `users * events_per_person_s()` from the origin on. A person who asked to be erased leaves, and a newcomer
+    takes the slot after a pause.
     """
 
     def __init__(self, rng: random.Random, users: int, origin_ms: int, config: JourneyConfig):
@@ -437,10 +484,9 @@ class Population:
         self._world = World(rng, Catalogue(rng, config.catalogue_size), config)
         self._born = 0
         self._journeys: list[Iterator[Draft]] = [iter(()) for _ in range(users)]
-        spread = config.session_gap_mean_s * 1000
         # (time, slot, draft or None for a slot whose person has not started yet)
         self._heap: list[tuple[int, int, Draft | None]] = [
-            (origin_ms + int(rng.random() * spread), slot, None) for slot in range(users)]
+            (origin_ms + int(1000 * first_session_s(rng, config)), slot, None) for slot in range(users)]
         heapq.heapify(self._heap)
 
     def __iter__(self) -> Iterator[Draft]:
