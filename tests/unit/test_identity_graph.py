@@ -14,7 +14,8 @@ from udfs.identity.config import IdentifierType, load_identity_config
 from udfs.identity.engine import ComponentState, IdentityService
 from udfs.identity.graph import IdentityGraph, Link, key_type, partition, person_id_for
 from udfs.identity.pii import PiiHasher
-from udfs.identity.records import KafkaRecord, RedisOp
+from udfs.identity.records import KafkaRecord
+from udfs.stores.ops import RedisSet
 
 HASHER = PiiHasher(b"unit-test-key-0123456789")
 T0 = 1_700_000_000_000
@@ -45,7 +46,7 @@ def test_new_identifier_gets_a_person_at_once_and_the_event_is_annotated() -> No
     assert pid == person_id_for("anonymous_id:a1")
     identified = [o for o in out if isinstance(o, KafkaRecord) and o.topic == "events.identified"]
     assert identified[0].value["person_id"] == pid and identified[0].key == pid
-    assert RedisOp("set", "tagstream:alias:anonymous_id:a1", value=pid) in out
+    assert RedisSet("tagstream:alias:anonymous_id:a1", pid, version=1) in out
 
 
 def test_two_identifiers_link_and_every_lookup_resolves_to_the_survivor() -> None:
@@ -60,7 +61,9 @@ def test_two_identifiers_link_and_every_lookup_resolves_to_the_survivor() -> Non
     assert merge[0]["absorbed"] == person_id_for("user_id:u1") and merge[0]["survivor"] == survivor
     assert merge[0]["reason"] == "identifier_link" and merge[0]["event_id"] == "e3"
     assert merge[0]["evidence"]["identifier_types"] == ["anonymous_id", "user_id"]
-    assert RedisOp("set", "tagstream:alias:user_id:u1", value=survivor) in out
+    aliases = [o for o in out if isinstance(o, RedisSet)]
+    assert ("tagstream:alias:user_id:u1", survivor) in [(o.key, o.value) for o in aliases]
+    assert {o.version for o in aliases} == {2}  # the united component's next version
     # a redelivery changes nothing
     again = svc.process(ev("e3", 10, "login", anonymous_id="a1", user_id="u1"))
     assert not merges(again, "merge")

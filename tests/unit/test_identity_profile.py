@@ -95,12 +95,14 @@ def test_profile_outputs_shapes() -> None:
                                 for k in ("redis", "dynamodb", "kafka"))
     pid = svc.lookup("user_id:u1")
     assert redis.as_dict() == {"kind": "redis", "op": "set", "key": "tagstream:alias:user_id:u1",
-                               "value": pid, "fields": {}}
+                               "value": pid, "version": 1, "expires_at_ms": None}
     hashes = [o for o in out if getattr(o, "op", None) == "replace_hash"]
     assert hashes[0].key == f"tagstream:profile:{pid}"
     assert hashes[0].fields["attr:city"] == '"Berlin"' and hashes[0].fields["version"] == "1"
     assert dynamo.item["person_id"] == pid and dynamo.item["version"] == 1
     assert dynamo.item["expires_at"] == (T0 // 1000) + 400 * 86400
+    assert dynamo.version == hashes[0].version == 1
+    assert dynamo.expires_at_ms == hashes[0].expires_at_ms == dynamo.item["expires_at"] * 1000
     assert dynamo.item["provenance"]["plan"]["source"] == "crm"
     profiles = [o for o in out if getattr(o, "topic", None) == "profiles"]
     assert profiles[0].key == pid and profiles[0].value["changed"] == ["city", "plan"]

@@ -115,12 +115,12 @@ def test_late_event_bridging_two_closed_sessions_corrects_history():
     assert correction.record["status"] == "closed" and correction.record["event_count"] == 3
     assert [r["session_id"] for r in correction.record["replaces"]] == [session_id(P, 2 * GAP)]
     assert [r["session_id"] for r in state.recent] == [session_id(P, 0)]
-    writes = dynamo_writes(correction, config)
-    assert [w["op"] for w in writes] == ["delete", "put"]
-    assert writes[0]["key"] == {"person_id": P, "session_key": session_key(2 * GAP, session_id(P, 2 * GAP))}
-    assert writes[1]["key"]["session_key"] == f"{0:013d}#{session_id(P, 0)}"
-    assert writes[1]["item"]["session_key"] == writes[1]["key"]["session_key"]
-    assert writes[1]["item"]["version"] == correction.record["version"]
+    delete, put = dynamo_writes(correction, config)
+    assert (delete.op, put.op) == ("delete", "put")
+    assert delete.key == {"person_id": P, "session_key": session_key(2 * GAP, session_id(P, 2 * GAP))}
+    assert put.key["session_key"] == f"{0:013d}#{session_id(P, 0)}"
+    assert put.item["session_key"] == put.key["session_key"]
+    assert put.item["version"] == put.version == delete.version == correction.record["version"]
 
 
 def test_late_event_before_the_start_re_keys_the_session():
@@ -340,19 +340,22 @@ def test_redis_and_dynamo_helpers():
     state, outputs = run([(ev(1, 0), MIN_WATERMARK), (ev(2, 5 * GAP), MIN_WATERMARK)], final_time=3 * GAP)
     assert state.seq == 3  # three calls emitted something
     live = redis_live(state, CFG)
-    assert (live["kind"], live["op"], live["key"]) == ("redis", "set", f"tagstream:session:live:{P}")
-    assert live["value"]["session_id"] == session_id(P, 5 * GAP) and live["ttl_ms"] == CFG.live_ttl_ms
-    assert live["version"] == state.seq
+    assert (live.kind, live.op, live.key) == ("redis", "set", f"tagstream:session:live:{P}")
+    assert live.value["session_id"] == session_id(P, 5 * GAP)
+    assert live.expires_at_ms == 5 * GAP + CFG.live_ttl_ms  # its last activity + live_ttl_ms
+    assert live.version == state.seq
     recent = redis_recent(state, CFG)
-    assert recent["key"] == f"tagstream:session:recent:{P}"
-    assert [r["session_id"] for r in recent["value"]] == [session_id(P, 0)]
+    assert recent.key == f"tagstream:session:recent:{P}" and recent.version == state.seq
+    assert [r["session_id"] for r in recent.value] == [session_id(P, 0)]
+    assert recent.expires_at_ms == max(state.watermark, 0) + CFG.recent_ttl_ms
     close = next(o for o in outputs if o.kind == "close")
     (put,) = dynamo_writes(close, CFG)
-    assert (put["kind"], put["op"], put["table"]) == ("dynamodb", "put", "tagstream_sessions")
-    assert put["item"]["person_id"] == P and put["item"]["expires_at"] == 0 + CFG.history_ttl_days * 86_400
+    assert (put.kind, put.op, put.table) == ("dynamodb", "put", "tagstream_sessions")
+    assert put.item["person_id"] == P and put.item["expires_at"] == 0 + CFG.history_ttl_days * 86_400
+    assert put.expires_at_ms == put.item["expires_at"] * 1000
     assert dynamo_writes(outputs[0], CFG) == []
-    assert redis_live(PersonState(P), CFG)["op"] == "delete"
-    assert redis_recent(PersonState(P), CFG)["op"] == "delete"
+    assert redis_live(PersonState(P), CFG).op == "delete"
+    assert redis_recent(PersonState(P), CFG).op == "delete"
 
 
 def test_updates_can_be_muted():

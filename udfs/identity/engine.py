@@ -36,6 +36,7 @@ from udfs.identity.observe import Observation, identifier_key, observe
 from udfs.identity.pii import PiiHasher
 from udfs.identity.profile import ProfileState
 from udfs.identity.records import (
+    STORE_OPS,
     Output,
     alias_outputs,
     identified_event,
@@ -68,7 +69,8 @@ class ComponentState:
         profiles: typed identifier key → profile contributions of the events anchored on it; a person's
             profile is the CRDT merge over its identifiers, so splits and merges never lose data.
         indexed: matching record id → [anchor key, blocking keys...] (to purge the index on erasure).
-        seq: version counter of emitted profiles (monotone; merged by max).
+        seq: version of the component's store writes and profiles, bumped by every observation that writes
+            to a store (monotone; merged by max).
     """
 
     graph: IdentityGraph = field(default_factory=IdentityGraph)
@@ -158,9 +160,9 @@ def _evidence(obs: Observation, origin: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _identity_diff(before: Partition, after: Partition, obs: Observation, origin: Mapping[str, Any],
-                   settings: Settings) -> tuple[list[Output], set[str]]:
-    """Merge / split / refused records and alias writes between two partitions; returns the persons whose
-    membership changed."""
+                   settings: Settings, version: int) -> tuple[list[Output], set[str]]:
+    """Merge / split / refused records and alias writes (at `version`) between two partitions; returns the
+    persons whose membership changed."""
     config = settings.config
     outputs: list[Output] = []
     changed: set[str] = set()
@@ -176,7 +178,7 @@ def _identity_diff(before: Partition, after: Partition, obs: Observation, origin
         outputs.append(merge_record(config, kind, pid, targets, reason if kind == "merge" else "relinked",
                                     obs.event_id, obs.ts_ms, _evidence(obs, origin)))
         if pid not in after.members:
-            outputs.extend(profile_deletion(config, pid))
+            outputs.extend(profile_deletion(config, pid, version))
     changed.update(pid for pid in after.members if pid not in before.members)
     known = {r.idempotency_key for r in before.refusals}
     for refusal in after.refusals:
@@ -184,7 +186,7 @@ def _identity_diff(before: Partition, after: Partition, obs: Observation, origin
             outputs.append(refusal_record(config, refusal, after.person_of[refusal.anchor],
                                           after.person_of[refusal.refused], obs.ts_ms))
     aliases = {k: p for k, p in after.person_of.items() if before.person_of.get(k) != p}
-    outputs.extend(alias_outputs(config, aliases))
+    outputs.extend(alias_outputs(config, aliases, version))
     return outputs, changed
 
 
@@ -219,13 +221,14 @@ def apply_observation(state: ComponentState, obs: Observation, settings: Setting
             prof.add_consent(purpose, cand)
     after = state.graph.partition(config)
 
-    outputs, changed = _identity_diff(before, after, obs, origin, settings)
+    version = state.seq + 1
+    outputs, changed = _identity_diff(before, after, obs, origin, settings, version)
     touched = sorted(changed | {after.person_of[k] for k in obs.keys})
-    docs = _documents(state, after, touched, settings, state.seq + 1)
+    docs = _documents(state, after, touched, settings, version)
     updates = [pid for pid in touched if _has_content(docs[pid])
                and (pid not in docs_before or _content(docs_before[pid]) != _content(docs[pid]))]
-    if updates:
-        state.seq += 1
+    if updates or any(isinstance(o, STORE_OPS) for o in outputs):
+        state.seq = version
     for pid in updates:
         changed_names = _changed(docs_before.get(pid), docs[pid])
         outputs.extend(profile_outputs(config, docs[pid], changed_names, obs.event_id))

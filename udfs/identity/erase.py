@@ -14,13 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from udfs.identity.observe import Observation
-from udfs.identity.records import (
-    Output,
-    RedisOp,
-    alias_key,
-    erasure_record,
-    profile_deletion,
-)
+from udfs.identity.records import Output, alias_key, erasure_record, profile_deletion, profile_key
+from udfs.stores.ops import RedisDelete
 
 if TYPE_CHECKING:
     from udfs.identity.engine import ComponentState, Settings
@@ -52,10 +47,14 @@ def hashed_identifier(key: str, settings: Settings) -> str:
 
 
 def erase_persons(state: ComponentState, obs: Observation, settings: Settings) -> ErasurePlan:
-    """Erases, from one component (updated in place), every person of the observation's identifiers."""
+    """Erases, from one component (updated in place), every person of the observation's identifiers.
+
+    The store deletions are erasures (unconditional) at the component's next version.
+    """
     config = settings.config
     part = state.graph.partition(config)
     plan = ErasurePlan()
+    version = state.seq + 1
     for requested in obs.keys:
         pid = part.person_of.get(requested)
         if pid is None or part.members[pid][0] in plan.keys:
@@ -70,10 +69,11 @@ def erase_persons(state: ComponentState, obs: Observation, settings: Settings) -
         for key in members:
             state.profiles.pop(key, None)
         plan.keys |= members
-        plan.outputs.extend(profile_deletion(config, pid))
+        plan.outputs.extend(profile_deletion(config, pid, version, erase=True))
         aliases = sorted(alias_key(config, k) for k in members)
-        plan.outputs.extend(RedisOp("delete", k) for k in aliases)
-        plan.redis_keys.extend([config.stores.redis_profile_key.format(person_id=pid), *aliases])
+        plan.outputs.extend(RedisDelete(k, version, erase=True) for k in aliases)
+        plan.redis_keys.extend([profile_key(config, pid), *aliases])
+        state.seq = version
         plan.dynamodb_keys.append({"table": config.stores.dynamodb_table, "key": {"person_id": pid}})
         deleted = {"identifiers": n_ids, "links": n_links, "profile_attributes": attributes,
                    "matching_records": len(records), "redis_keys": len(aliases) + 1, "dynamodb_items": 1}

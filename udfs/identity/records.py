@@ -3,21 +3,34 @@
 The wrapper executes them as they come:
 
 - :class:`KafkaRecord`: produce `value` (JSON; None is a tombstone) with `key` to `topic`.
-- :class:`RedisOp`: `set` (key → value), `replace_hash` (DEL + HSET of `fields` in one MULTI), `delete`.
-- :class:`DynamoOp`: `put` (conditional on `version` being greater than the stored one) or `delete`.
+- Store ops (`udfs.stores.ops`): `RedisSet` of alias keys, `RedisHash` of profiles, `DynamoPut` of profile
+  items, `RedisDelete` / `DynamoDelete` of absorbed persons (and of erased ones, with `erase=True`). They
+  carry the component's `seq` as version; `udfs.stores` executes them version-guarded.
 
 Nothing here carries a raw email or phone: identifiers are typed keys whose hashed types are HMACs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from udfs.identity.config import IdentityConfig
 from udfs.identity.graph import Refusal, key_type, stable_id
+from udfs.stores.keys import build_key
+from udfs.stores.ops import (
+    DYNAMO_OPS,
+    REDIS_OPS,
+    DynamoDelete,
+    DynamoOp,
+    DynamoPut,
+    RedisDelete,
+    RedisHash,
+    RedisOp,
+    RedisSet,
+)
 
 MERGES, PROFILES, ERASURES, IDENTIFIED, REVIEW = "merges", "profiles", "erasures", "identified", "review"
 DEFAULT_TOPICS = {MERGES: "person-merges", PROFILES: "profiles", ERASURES: "erasures",
@@ -37,35 +50,8 @@ class KafkaRecord:
         return {"kind": "kafka", "topic": self.topic, "key": self.key, "value": self.value}
 
 
-@dataclass(frozen=True)
-class RedisOp:
-    """A Redis write."""
-
-    op: str
-    key: str
-    value: str | None = None
-    fields: dict[str, str] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"kind": "redis", "op": self.op, "key": self.key, "value": self.value, "fields": self.fields}
-
-
-@dataclass(frozen=True)
-class DynamoOp:
-    """A DynamoDB write (numbers are JSON numbers: the wrapper converts floats to Decimal)."""
-
-    op: str
-    table: str
-    key: dict[str, str]
-    item: dict[str, Any] | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"kind": "dynamodb", "op": self.op, "table": self.table, "key": self.key, "item": self.item}
-
-
 Output = KafkaRecord | RedisOp | DynamoOp
+STORE_OPS = (*REDIS_OPS, *DYNAMO_OPS)
 
 
 def topic_name(config: IdentityConfig, role: str) -> str:
@@ -76,12 +62,12 @@ def topic_name(config: IdentityConfig, role: str) -> str:
 def alias_key(config: IdentityConfig, typed_key: str) -> str:
     """Redis alias key of a typed identifier key."""
     id_type, _, value = typed_key.partition(":")
-    return config.stores.redis_alias_key.format(id_type=id_type, id_value=value)
+    return build_key(config.stores.redis_alias_key, id_type=id_type, id_value=value)
 
 
 def profile_key(config: IdentityConfig, person_id: str) -> str:
     """Redis profile hash key of a person."""
-    return config.stores.redis_profile_key.format(person_id=person_id)
+    return build_key(config.stores.redis_profile_key, person_id=person_id)
 
 
 def merge_record(config: IdentityConfig, kind: str, absorbed: str, survivors: list[str], reason: str,
@@ -152,34 +138,44 @@ def profile_document(person_id: str, version: int, updated_ts: int, identifiers:
 
 def profile_outputs(config: IdentityConfig, doc: dict[str, Any], changed: list[str],
                     event_id: str) -> list[Output]:
-    """Redis hash, DynamoDB item and `profiles` changelog record of one profile document."""
-    person_id = doc["person_id"]
+    """Redis hash, DynamoDB item and `profiles` changelog record of one profile document (both stores expire
+    it `profile_ttl_days` after its `updated_ts`, when set)."""
+    person_id, version = doc["person_id"], doc["version"]
     fields = {"person_id": person_id, "version": str(doc["version"]), "updated_ts": str(doc["updated_ts"]),
               "consent": orjson.dumps(doc["consent"], option=orjson.OPT_SORT_KEYS).decode()}
     fields.update({f"attr:{k}": orjson.dumps(v).decode() for k, v in doc["attributes"].items()})
     item = dict(doc)
+    expires_ms = None
     if config.stores.profile_ttl_days:
         item["expires_at"] = doc["updated_ts"] // 1000 + config.stores.profile_ttl_days * 86_400
+        expires_ms = item["expires_at"] * 1000
     change = {"kind": "profile", **doc, "changed": changed, "event_id": event_id}
     return [
-        RedisOp("replace_hash", profile_key(config, person_id), fields=fields),
-        DynamoOp("put", config.stores.dynamodb_table, {"person_id": person_id}, item),
+        RedisHash(profile_key(config, person_id), fields, version, expires_ms),
+        DynamoPut(config.stores.dynamodb_table, {"person_id": person_id}, item, version, expires_ms),
         KafkaRecord(topic_name(config, PROFILES), person_id, change),
     ]
 
 
-def profile_deletion(config: IdentityConfig, person_id: str) -> list[Output]:
-    """Removes a person's profile everywhere (absorbed or erased person): Redis, DynamoDB, changelog."""
+def profile_deletion(config: IdentityConfig, person_id: str, version: int, erase: bool = False) -> list[Output]:
+    """Removes a person's profile everywhere (absorbed or erased person): Redis, DynamoDB, changelog.
+
+    Args:
+        config: identity configuration.
+        person_id: the person.
+        version: the component's version of the deletion.
+        erase: an erasure (unconditional in the stores) rather than an absorption.
+    """
     return [
-        RedisOp("delete", profile_key(config, person_id)),
-        DynamoOp("delete", config.stores.dynamodb_table, {"person_id": person_id}),
+        RedisDelete(profile_key(config, person_id), version, erase),
+        DynamoDelete(config.stores.dynamodb_table, {"person_id": person_id}, version, erase),
         KafkaRecord(topic_name(config, PROFILES), person_id, None),
     ]
 
 
-def alias_outputs(config: IdentityConfig, assignments: dict[str, str]) -> list[Output]:
-    """Redis alias writes: typed identifier key → person id."""
-    return [RedisOp("set", alias_key(config, k), value=p) for k, p in sorted(assignments.items())]
+def alias_outputs(config: IdentityConfig, assignments: dict[str, str], version: int) -> list[Output]:
+    """Redis alias writes: typed identifier key → person id, at the component's `version`."""
+    return [RedisSet(alias_key(config, k), p, version) for k, p in sorted(assignments.items())]
 
 
 def identified_event(config: IdentityConfig, sanitized: dict[str, Any], person_id: str) -> KafkaRecord:

@@ -12,6 +12,8 @@ from typing import Any, NamedTuple
 from udfs.sessions.aggregate import PAGE_TYPES, top_category
 from udfs.sessions.config import SessionConfig
 from udfs.sessions.model import PersonState, Session
+from udfs.stores.keys import build_key
+from udfs.stores.ops import DynamoDelete, DynamoPut, RedisDelete, RedisSet
 
 OPEN, UPDATE, CLOSE, CORRECTION, LATE = "open", "update", "close", "correction", "late"
 SESSION_KINDS = (OPEN, UPDATE, CLOSE, CORRECTION)
@@ -99,23 +101,26 @@ def with_summary(recent: tuple[Mapping[str, Any], ...], drop_ids: Iterable[str],
     return tuple(kept[:limit])
 
 
-def redis_live(state: PersonState, config: SessionConfig) -> dict[str, Any]:
+def redis_live(state: PersonState, config: SessionConfig) -> RedisSet | RedisDelete:
     """Returns the Redis write of a person's live session: `set` the view of the latest open session
-    (with a key TTL of `live_ttl_ms`), or `delete` when none is open. `version` is the state's `seq`."""
-    key = config.redis_live_key.format(person_id=state.person_id)
+    (expiring `live_ttl_ms` after its last activity), or `delete` when none is open. `version` is the
+    state's `seq`."""
+    key = build_key(config.redis_live_key, person_id=state.person_id)
     opened = [s for s in state.sessions if not s.closed]
     if not opened:
-        return _redis("delete", key, None, None, state.seq)
+        return RedisDelete(key, state.seq)
     latest = max(opened, key=lambda s: s.start)
-    return _redis("set", key, live_view(state.person_id, latest), config.live_ttl_ms, state.seq)
+    return RedisSet(key, live_view(state.person_id, latest), state.seq, latest.agg.last + config.live_ttl_ms)
 
 
-def redis_recent(state: PersonState, config: SessionConfig) -> dict[str, Any]:
-    """Returns the Redis write of a person's last closed-session summaries (newest first)."""
-    key = config.redis_recent_key.format(person_id=state.person_id)
+def redis_recent(state: PersonState, config: SessionConfig) -> RedisSet | RedisDelete:
+    """Returns the Redis write of a person's last closed-session summaries (newest first), expiring
+    `recent_ttl_ms` after the person's event time (watermark, or the latest end if later)."""
+    key = build_key(config.redis_recent_key, person_id=state.person_id)
     if not state.recent:
-        return _redis("delete", key, None, None, state.seq)
-    return _redis("set", key, [dict(r) for r in state.recent], config.recent_ttl_ms, state.seq)
+        return RedisDelete(key, state.seq)
+    now = max(state.watermark, *(r["end_ms"] for r in state.recent))
+    return RedisSet(key, [dict(r) for r in state.recent], state.seq, now + config.recent_ttl_ms)
 
 
 def session_key(start_ms: int, session_id: str) -> str:
@@ -123,37 +128,32 @@ def session_key(start_ms: int, session_id: str) -> str:
     return f"{start_ms:013d}#{session_id}"
 
 
-def dynamo_writes(output: Output, config: SessionConfig) -> list[dict[str, Any]]:
+def dynamo_writes(output: Output, config: SessionConfig) -> list[DynamoPut | DynamoDelete]:
     """Returns the DynamoDB writes of one output: `delete` the sessions a correction replaces (and the item
     of a closed session a correction re-opened), then `put` the summary of a closed session.
 
-    A put must be conditional on the stored `version` being lower (versions grow per session id); the
-    writer converts floats to Decimal.
+    All carry the record's `version` (versions grow per session id, and a correction's exceeds those of
+    the sessions it replaces), so the store skips them when it holds a newer one.
     """
     record = output.record
     if output.kind not in (CLOSE, CORRECTION):
         return []
-    table = config.dynamodb_table
-    writes = [_dynamo(table, "delete", r["person_id"], r["start_ms"], r["session_id"])
-              for r in record.get("replaces", ())]
+    table, version = config.dynamodb_table, record["version"]
+    writes: list[DynamoPut | DynamoDelete] = [
+        DynamoDelete(table, _dynamo_key(r["person_id"], r["start_ms"], r["session_id"]), version)
+        for r in record.get("replaces", ())]
+    key = _dynamo_key(record["person_id"], record["start_ms"], record["session_id"])
     if record["status"] != "closed":
-        writes.append(_dynamo(table, "delete", record["person_id"], record["start_ms"], record["session_id"]))
+        writes.append(DynamoDelete(table, key, version))
         return writes
     item = {k: v for k, v in record.items() if k not in ("kind", "key", "status", "replaces", "cause")}
     item["expires_at"] = record["end_ms"] // 1000 + config.history_ttl_days * 86_400
-    writes.append(_dynamo(table, "put", record["person_id"], record["start_ms"], record["session_id"], item))
+    writes.append(DynamoPut(table, key, {**item, **key}, version, item["expires_at"] * 1000))
     return writes
 
 
-def _redis(op: str, key: str, value: Any, ttl_ms: int | None, version: int) -> dict[str, Any]:
-    return {"kind": "redis", "op": op, "key": key, "value": value, "ttl_ms": ttl_ms, "version": version}
-
-
-def _dynamo(table: str, op: str, person_id: str, start_ms: int, session_id: str,
-            item: dict[str, Any] | None = None) -> dict[str, Any]:
-    key = {"person_id": person_id, "session_key": session_key(start_ms, session_id)}
-    return {"kind": "dynamodb", "op": op, "table": table, "key": key,
-            "item": None if item is None else {**item, **key}}
+def _dynamo_key(person_id: str, start_ms: int, session_id: str) -> dict[str, str]:
+    return {"person_id": person_id, "session_key": session_key(start_ms, session_id)}
 
 
 def _common(person_id: str, session: Session) -> dict[str, Any]:

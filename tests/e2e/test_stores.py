@@ -1,0 +1,240 @@
+"""The store layer against real Redis and DynamoDB Local (tier 3): the version guard's permutation
+property, TTL alignment, replays, erasure tombstones, large batches, and a Redis outage."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from tests.store_ops_strategies import DYNAMO_KINDS, REDIS_KINDS, TABLE, Scenario, ops_of, scenarios
+from tools.stack import Stack
+from udfs.stores.dynamo_codec import from_attributes
+from udfs.stores.dynamo_store import DynamoConfig, DynamoStore
+from udfs.stores.guard import ApplyResult, ReferenceStore
+from udfs.stores.ops import DynamoDelete, DynamoPut, RedisDelete, RedisHash, RedisSet, StoreOp, expires_at_s
+from udfs.stores.redis_store import RedisConfig, RedisStore, encode_value
+from udfs.stores.retry import RetryPolicy, StoreUnavailable
+
+pytestmark = pytest.mark.e2e
+EXAMPLES = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@pytest.fixture(scope="module")
+def rstore(stack: Stack) -> Iterator[RedisStore]:
+    store = RedisStore(RedisConfig(url=f"redis://127.0.0.1:{stack.ports.redis}/0", key_prefix="e2e-stores:",
+                                   retry=RetryPolicy(max_retries=3, base_backoff_ms=20, max_backoff_ms=100)))
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def dstore(stack: Stack) -> Iterator[DynamoStore]:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ACCESS_KEY_ID", "local")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "local")
+        store = DynamoStore(DynamoConfig(endpoint_url=f"http://127.0.0.1:{stack.ports.dynamodb}",
+                                         region="us-east-1"))
+        store.client  # noqa: B018 - created while the dummy credentials are set
+    yield store
+    store.close()
+
+
+def text(value: Any) -> str:
+    encoded = encode_value(value)
+    return encoded.decode() if isinstance(encoded, bytes) else encoded
+
+
+def check_redis(store: RedisStore, model: ReferenceStore) -> None:
+    """Every key the model holds reads back the same from Redis: version, value or fields, or nothing."""
+    for (_, key), entry in model.entries.items():
+        assert store.stored_version(key) == entry.version, key
+        live = entry.op
+        if isinstance(live, RedisSet):
+            assert store.get(key) == text(live.value) and store.get_hash(key) == {"v": text(live.value)}
+        elif isinstance(live, RedisHash):
+            assert store.get_hash(key) == dict(live.fields), key
+        else:
+            assert store.get_hash(key) is None and store.get(key) is None, key
+
+
+def raw_item(store: DynamoStore, table: str, key: dict[str, str]) -> dict[str, Any] | None:
+    raw = store.client.get_item(TableName=table, Key={k: {"S": v} for k, v in key.items()}, ConsistentRead=True)
+    return from_attributes(raw["Item"]) if "Item" in raw else None
+
+
+def expected_item(op: DynamoPut) -> dict[str, Any]:
+    item = {**op.item, **op.key, "version": op.version}
+    if op.expires_at_ms is not None:
+        item["expires_at"] = expires_at_s(op.expires_at_ms)
+    return item
+
+
+def check_dynamo(store: DynamoStore, model: ReferenceStore, ops: list[StoreOp], now: int) -> None:
+    """Every item the model holds reads back the same from DynamoDB: version, tombstone, live item."""
+    targets = {op.ident: op for op in ops if isinstance(op, DynamoPut | DynamoDelete)}
+    for ident, entry in model.entries.items():
+        op = targets[ident]
+        stored = raw_item(store, op.table, dict(op.key))
+        assert stored is not None and stored["version"] == entry.version, (op, stored)
+        assert stored.get("_tombstone", False) is (entry.op is None)
+        live = store.get_live(op.table, op.key, now)
+        assert live == (expected_item(entry.op) if entry.op else None), (op, live)
+
+
+# --- the permutation property on the real stores ---------------------------------------------------------------
+
+@EXAMPLES
+@given(scenarios(slots=3, kinds=REDIS_KINDS))
+def test_redis_any_permutation_equals_version_order(rstore: RedisStore, scenario: Scenario) -> None:
+    now = now_ms()
+    in_order, permuted = ops_of(scenario, f"perm:{uuid.uuid4().hex}", now)
+    model = ReferenceStore()
+    model.apply(in_order, now)
+    result = rstore.apply(permuted)  # type: ignore[arg-type]
+    assert result.total == len(permuted)
+    check_redis(rstore, model)
+    assert rstore.apply(permuted) == ApplyResult(skipped=len(permuted))  # type: ignore[arg-type]
+    check_redis(rstore, model)
+
+
+@EXAMPLES
+@given(scenarios(slots=3, kinds=DYNAMO_KINDS))
+def test_dynamodb_any_permutation_equals_version_order(dstore: DynamoStore, scenario: Scenario) -> None:
+    now = now_ms()
+    in_order, permuted = ops_of(scenario, f"p-perm-{uuid.uuid4().hex}", now)
+    model = ReferenceStore()
+    model.apply(in_order, now)
+    result = dstore.apply(permuted)  # type: ignore[arg-type]
+    assert result.total == len(permuted)
+    check_dynamo(dstore, model, permuted, now)
+    assert dstore.apply(permuted) == ApplyResult(skipped=len(permuted))  # type: ignore[arg-type]
+    check_dynamo(dstore, model, permuted, now)
+
+
+# --- TTLs ---------------------------------------------------------------------------------------------------
+
+def test_redis_key_ttl_is_aligned_to_expires_at(rstore: RedisStore) -> None:
+    ns, now = uuid.uuid4().hex, now_ms()
+    rstore.apply([RedisSet(f"ttl:{ns}:a", "p-1", 1, now + 60_000),
+                  RedisHash(f"ttl:{ns}:b", {"f": "1"}, 1, now + 3_600_000),
+                  RedisSet(f"ttl:{ns}:c", "p-1", 1), RedisDelete(f"ttl:{ns}:d", 1)])
+    pttl = {s: rstore.client.pttl(f"e2e-stores:ttl:{ns}:{s}") for s in "abcd"}
+    elapsed = now_ms() - now
+    assert 60_000 - elapsed - 50 <= pttl["a"] <= 60_000
+    assert 3_600_000 - elapsed - 50 <= pttl["b"] <= 3_600_000
+    assert pttl["c"] == -1  # no expiry
+    assert 0 < pttl["d"] <= rstore.config.tombstone_ttl_ms  # tombstones are short-lived
+    rstore.apply([RedisSet(f"ttl:{ns}:d", "p-2", 2)])  # a newer write over a tombstone keeps no tombstone TTL
+    assert rstore.client.pttl(f"e2e-stores:ttl:{ns}:d") == -1 and rstore.get(f"ttl:{ns}:d") == "p-2"
+
+
+def test_redis_key_vanishes_at_expires_at(rstore: RedisStore) -> None:
+    key, now = f"ttl:{uuid.uuid4().hex}", now_ms()
+    assert rstore.apply([RedisSet(key, "v", 1, now + 300)]) == ApplyResult(applied=1)
+    assert rstore.get(key) == "v"
+    time.sleep(0.4)
+    assert rstore.get(key) is None and rstore.client.exists("e2e-stores:" + key) == 0
+    assert rstore.apply([RedisSet(key, "v", 1, now - 1)]) == ApplyResult(expired=1)  # already past: tombstone
+    assert rstore.get(key) is None and rstore.stored_version(key) == 1
+
+
+def test_dynamodb_expires_at_and_get_live(dstore: DynamoStore) -> None:
+    key, now = {"person_id": f"p-ttl-{uuid.uuid4().hex}", "tag": "t"}, now_ms()
+    expires = now + 1_200
+    dstore.apply([DynamoPut(TABLE, key, {"x": 1.5}, 3, expires)])
+    stored = raw_item(dstore, TABLE, key)
+    assert stored is not None and stored["expires_at"] == expires_at_s(expires)
+    assert dstore.get_live(TABLE, key, now_ms()) == {**key, "x": 1.5, "version": 3,
+                                                     "expires_at": expires_at_s(expires)}
+    time.sleep((expires_at_s(expires) * 1000 - now_ms()) / 1000 + 0.05)
+    assert dstore.get_live(TABLE, key, now_ms()) is None  # past expires_at: invisible ...
+    assert raw_item(dstore, TABLE, key) is not None  # ... though DynamoDB Local keeps it
+    assert dstore.get_live(TABLE, key, now) is not None  # (it was live before)
+    sessions = [DynamoPut("tagstream_sessions", {"person_id": key["person_id"], "session_key": f"{i:013d}#s"},
+                          {"n": i}, 1, now + (-1 if i == 1 else 60_000)) for i in range(3)]
+    assert dstore.apply(sessions) == ApplyResult(applied=2, expired=1)
+    assert [i["n"] for i in dstore.query_live("tagstream_sessions", key["person_id"], now_ms())] == [0, 2]
+
+
+# --- replays and deletions ------------------------------------------------------------------------------------
+
+def mixed_batch(ns: str, now: int) -> list[StoreOp]:
+    return [RedisSet(f"{ns}:a", {"n": 1.5}, 5, now + 60_000), RedisSet(f"{ns}:a", {"n": 0}, 4),
+            RedisHash(f"{ns}:b", {"f": "x"}, 2), RedisDelete(f"{ns}:b", 3), RedisHash(f"{ns}:b", {"f": "y"}, 1),
+            RedisDelete(f"{ns}:c", 1, erase=True)]
+
+
+def test_replaying_a_batch_changes_nothing(rstore: RedisStore, dstore: DynamoStore) -> None:
+    ns, now = uuid.uuid4().hex, now_ms()
+    redis_ops = mixed_batch(ns, now)
+    assert rstore.apply(redis_ops) == ApplyResult(applied=2, skipped=2, deleted=2)  # type: ignore[arg-type]
+    before = {k: rstore.client.hgetall(f"e2e-stores:{ns}:{k}") for k in "abc"}
+    assert rstore.apply(redis_ops).skipped == 5  # type: ignore[arg-type]  # the erasure re-runs (unconditional)
+    assert {k: rstore.client.hgetall(f"e2e-stores:{ns}:{k}") for k in "abc"} == before
+    key = {"person_id": f"p-{ns}"}
+    dynamo_ops = [DynamoPut("tagstream_profiles", key, {"a": 1}, 2), DynamoPut("tagstream_profiles", key, {"a": 0}, 1)]
+    assert dstore.apply(dynamo_ops) == ApplyResult(applied=1, skipped=1)
+    assert dstore.apply(dynamo_ops) == ApplyResult(skipped=2)
+    assert dstore.get_live("tagstream_profiles", key, now)["a"] == 1  # type: ignore[index]
+
+
+@pytest.mark.parametrize("erase", [False, True])
+def test_delete_then_replayed_older_write_stays_deleted(rstore: RedisStore, dstore: DynamoStore,
+                                                        erase: bool) -> None:
+    ns, now = uuid.uuid4().hex, now_ms()
+    rkey, dkey = f"del:{ns}", {"person_id": f"p-del-{ns}"}
+    newer = 9 if erase else 5  # an erasure removes even data newer than itself
+    rstore.apply([RedisSet(rkey, "p-1", newer)])
+    dstore.apply([DynamoPut("tagstream_profiles", dkey, {"a": 1}, newer)])
+    assert rstore.apply([RedisDelete(rkey, 6, erase)]) == ApplyResult(deleted=1)
+    assert dstore.apply([DynamoDelete("tagstream_profiles", dkey, 6, erase)]) == ApplyResult(deleted=1)
+    assert rstore.get(rkey) is None and dstore.get_live("tagstream_profiles", dkey, now) is None
+    replay_r = [RedisSet(rkey, "p-1", v) for v in (5, 6)]
+    replay_d = [DynamoPut("tagstream_profiles", dkey, {"a": 1}, v) for v in (5, 6)]
+    assert rstore.apply(replay_r) == dstore.apply(replay_d) == ApplyResult(skipped=2)
+    assert rstore.get(rkey) is None and dstore.get_live("tagstream_profiles", dkey, now) is None
+    assert rstore.stored_version(rkey) == 6 and rstore.get_hash(rkey) is None
+    rstore.apply([RedisSet(rkey, "p-2", 7)])  # a genuinely newer write is a new life of the key
+    dstore.apply([DynamoPut("tagstream_profiles", dkey, {"a": 2}, 7)])
+    assert rstore.get(rkey) == "p-2" and dstore.get_live("tagstream_profiles", dkey, now)["a"] == 2  # type: ignore[index]
+
+
+# --- volume -----------------------------------------------------------------------------------------------
+
+def test_batches_of_a_thousand_ops(rstore: RedisStore, dstore: DynamoStore) -> None:
+    ns, now = uuid.uuid4().hex, now_ms()
+    redis_ops = [RedisSet(f"bulk:{ns}:{i}", {"i": i}, 1, now + 60_000) for i in range(1000)]
+    assert rstore.apply(redis_ops) == ApplyResult(applied=1000)
+    assert rstore.apply(redis_ops) == ApplyResult(skipped=1000)
+    assert rstore.get(f"bulk:{ns}:999") == '{"i":999}'
+    dynamo_ops = [DynamoPut(TABLE, {"person_id": f"p-bulk-{ns}", "tag": f"t{i:04d}"}, {"w": i / 4}, 1)
+                  for i in range(1000)]
+    assert dstore.apply(dynamo_ops) == ApplyResult(applied=1000)
+    live = dstore.query_live(TABLE, f"p-bulk-{ns}", now)
+    assert len(live) == 1000 and live[5]["w"] == 1.25
+
+
+# --- outage (last: it restarts Redis, which keeps no data) -----------------------------------------------------
+
+def test_redis_outage_raises_after_the_retry_budget_and_recovers(stack: Stack, rstore: RedisStore) -> None:
+    key = f"outage:{uuid.uuid4().hex}"
+    assert rstore.apply([RedisSet(key, "before", 1)]) == ApplyResult(applied=1)
+    stack.stop_service("redis")
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="after 3 retries"):
+            rstore.apply([RedisSet(key, "during", 2)])
+        assert time.monotonic() - started < 10
+    finally:
+        stack.start_service("redis")
+    assert rstore.apply([RedisSet(key, "after", 3)]) == ApplyResult(applied=1)  # reconnects, reloads the script
+    assert rstore.get(key) == "after"
