@@ -3,6 +3,7 @@ bounded memory (tier 1)."""
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 
 from udfs.segments import (
@@ -40,6 +41,10 @@ def engine(catalog=EXAMPLES):
     return Engine(catalog, CONFIG)
 
 
+def eng_view(state):
+    return engine().view(state)
+
+
 def only(docs_text: str):
     return compile_catalog(parse_documents(docs_text))
 
@@ -69,33 +74,40 @@ def test_view_redis_and_dynamo_follow_membership_and_expiry():
     eng = engine()
     state = eng.new_state("p")
     state, out, wake = eng.on_event(state, ev("v1", "product_view", 0, product_id="p1"))
-    tags = out.view["tags"]
-    assert tags["viewed_product:p1"] == {"segment": "viewed_product", "params": {"product_id": "p1"},
-                                         "version": EXAMPLES.segments["viewed_product"].version,
-                                         "entered_at": at(0), "expires_at": at(5 * M)}
-    assert out.redis[0]["key"] == "tagstream:segments:p" and out.redis[0]["version"] == at(0)
+    view_of_p1 = {"segment": "viewed_product", "params": {"product_id": "p1"},
+                  "version": EXAMPLES.segments["viewed_product"].version, "entered_at": at(0),
+                  "expires_at": at(5 * M)}
+    assert eng.view(state)["tags"]["viewed_product:p1"] == view_of_p1
+    (write,) = out.redis
+    assert write["op"] == "hupdate" and write["key"] == "tagstream:segments:p" and write["version"] == at(0)
+    assert write["set"]["tag:viewed_product:p1"] == view_of_p1 and write["del"] == []
+    assert write["set"]["consent"] is True
+    assert write["set"]["placement:homepage_banner"]["content"] == "banner_generic"
     put = next(w for w in out.dynamo if w["item"]["tag"] == "viewed_product:p1")
     assert put["op"] == "put" and put["table"] == "tagstream_segments"
     assert put["item"]["expires_at"] == -(-at(5 * M) // 1000) and put["item"]["expires_at_ms"] == at(5 * M)
     assert put["item"]["version"] == at(0)
     assert wake == at(5 * M)
-    # a second view extends the expiry: new view, new put with a newer version
+    # a second view extends the expiry: only that field and item are rewritten, with a newer version
     state, out, wake = eng.on_event(state, ev("v2", "product_view", 2 * M, product_id="p1"))
-    assert out.view["tags"]["viewed_product:p1"]["expires_at"] == at(7 * M)
-    assert out.view["tags"]["viewed_product:p1"]["entered_at"] == at(0)
+    (write,) = out.redis
+    assert list(write["set"]) == ["tag:viewed_product:p1"] and write["version"] == at(2 * M)
+    assert write["set"]["tag:viewed_product:p1"]["expires_at"] == at(7 * M)
+    assert write["set"]["tag:viewed_product:p1"]["entered_at"] == at(0)
     assert [w["item"]["version"] for w in out.dynamo if w["item"]["tag"] == "viewed_product:p1"] == [at(2 * M)]
     # an event changing nothing rewrites nothing
     state, out, _ = eng.on_event(state, ev("s1", "search", 3 * M))
     assert out.redis == [] and out.dynamo == []
-    # the exit deletes the item
+    # the exit deletes the item and the field
     state, out, _ = eng.advance(state, at(7 * M))
     assert out.dynamo == [{"op": "delete", "table": "tagstream_segments",
                            "key": {"person_id": "p", "tag": "viewed_product:p1"}, "version": at(7 * M)}]
-    assert "viewed_product:p1" not in out.view["tags"]
+    assert out.redis[0]["del"] == ["tag:viewed_product:p1"]
+    assert "viewed_product:p1" not in eng.view(state)["tags"]
     # open-ended tags have no TTL
     state, out, _ = eng.on_event(state, ev("i", "identify", 8 * M, traits={"tier": "gold"}))
     item = next(w["item"] for w in out.dynamo if w["item"]["tag"] == "gold_tier")
-    assert "expires_at" not in item and out.view["tags"]["gold_tier"]["expires_at"] is None
+    assert "expires_at" not in item and out.fields()["tag:gold_tier"]["expires_at"] is None
 
 
 def test_state_is_picklable():
@@ -110,9 +122,22 @@ def test_events_with_rfc3339_time_and_key_selector():
             "ids": {"anonymous_id": "a1", "user_id": "u1"}}
     _, out, _ = engine().on_event(engine().new_state("u"), body)
     assert ("enter", "recent_purchaser", 1794985200250 - T0) in changes_of(out)
-    assert person_id_of(body) == "user_id:u1"
-    assert person_id_of({"ids": {"anonymous_id": "a1"}}) == "anonymous_id:a1"
+    assert person_id_of({**body, "person_id": "p-123"}) == "p-123"
+    assert person_id_of(body) == "p-" + hashlib.sha256(b"user_id:u1").hexdigest()[:32]
+    assert person_id_of({"ids": {"anonymous_id": "a1"}}).startswith("p-")
     assert person_id_of({"ids": {"email": "x@y"}}) is None
+
+
+def test_erase_exits_every_tag_and_forgets_the_person():
+    eng = engine()
+    state, _ = replay(eng, [ev("v1", "product_view", 0, product_id="p1"),
+                            ev("i", "identify", 0, traits={"tier": "gold"})])
+    state, out, wake = eng.on_event(state, ev("x", "erase", 1 * M))
+    assert sorted(changes_of(out)) == [("exit", "gold_tier", 1 * M), ("exit", "viewed_product:p1", 1 * M)]
+    assert {c["reason"]["cause"] for c in out.changes} == {"erase"}
+    assert out.redis == [{"op": "del", "key": "tagstream:segments:p", "version": at(1 * M)}]
+    assert sorted(w["key"]["tag"] for w in out.dynamo) == ["gold_tier", "viewed_product:p1"]
+    assert wake is None and state.history == {} and state.instances == {} and state.stores == {}
 
 
 # ---------------------------------------------------------------- consent
@@ -126,7 +151,7 @@ def test_denied_consent_exits_everything_and_blocks_new_tags_until_granted():
     exits = [c for c in out.changes if c["op"] == "exit"]
     assert {(c["tag"], c["ts_ms"] - T0) for c in exits} == {("viewed_product:p1", 1 * M), ("gold_tier", 1 * M)}
     assert {c["reason"]["event_id"] for c in exits} == {"c1"}
-    assert out.view["consent"] is False and out.view["tags"] == {}
+    assert out.fields()["consent"] is False and eng_view(state)["tags"] == {}
     state, out = replay(engine(), events[3:4], state=state)
     assert changes_of(out) == []
     state, out = replay(engine(), events[4:], state=state, until=at(H))
@@ -191,7 +216,7 @@ def test_late_evidence_retracts_a_wrong_exit():
     (retraction,) = out.changes
     assert retraction["retraction"] and retraction["retracts"] == wrong["key"]
     assert retraction["correction"] and (retraction["op"], retraction["ts_ms"]) == ("exit", at(10 * M))
-    assert out.view["tags"]["c3"]["expires_at"] == at(11 * M) and wake == at(11 * M)
+    assert out.fields()["tag:c3"]["expires_at"] == at(11 * M) and wake == at(11 * M)
     state, out, _ = eng.advance(state, at(11 * M))
     assert changes_of(out) == [("exit", "c3", 11 * M)]
 
@@ -203,7 +228,7 @@ def test_late_evidence_retracts_a_wrong_entry():
     state, out, _ = eng.on_event(state, ev("b", "purchase", 29 * M), at(31 * M))
     retractions = [c for c in out.changes if c["retraction"]]
     assert [(c["tag"], c["op"], c["ts_ms"] - T0) for c in retractions] == [("cart_abandoner:p", "enter", 30 * M)]
-    assert "cart_abandoner:p" not in out.view["tags"]
+    assert "tag:cart_abandoner:p" in out.redis[0]["del"] and "cart_abandoner:p" not in eng.view(state)["tags"]
     assert any(w["op"] == "delete" and w["key"]["tag"] == "cart_abandoner:p" for w in out.dynamo)
 
 
@@ -260,7 +285,7 @@ def test_removed_definition_exits_and_changed_one_keeps_continuing_tags():
     state, out, wake = base.with_catalog(catalog).apply_definitions(state)
     assert [(c["tag"], c["op"], c["ts_ms"] - T0, c["reason"]["cause"]) for c in out.changes] == [
         ("gold_tier", "exit", 1 * M, "definition_removed")]
-    tag = out.view["tags"]["viewed_product:a"]
+    tag = out.fields()["tag:viewed_product:a"]
     assert tag["entered_at"] == at(0) and tag["expires_at"] == at(10 * M)
     assert tag["version"] == catalog.segments["viewed_product"].version != EXAMPLES.segments["viewed_product"].version
     assert {w["op"] for w in out.dynamo} == {"put", "delete"}
@@ -314,3 +339,14 @@ def test_memory_is_bounded_by_the_longest_window_plus_lateness():
                 assert series is None or len(series) <= bound
     assert sum(len(insts) for insts in state.instances.values()) <= 40
     assert len(state.heap) <= 60
+
+
+def test_retained_history_can_be_replayed_into_another_person():
+    eng = engine()
+    absorbed, _ = replay(eng, [ev("v1", "product_view", 0, product_id="p1"),
+                               ev("i", "identify", 0, traits={"tier": "gold"})])
+    survivor, _ = replay(eng, [ev("s1", "search", 30 * S)], person_id="q")
+    replayed = [e.to_event() for e in absorbed.retained()]
+    survivor, out = replay(eng, replayed, state=survivor)
+    assert sorted(changes_of(out)) == [("enter", "gold_tier", 0), ("enter", "viewed_product:p1", 0)]
+    assert all(c["correction"] and c["person_id"] == "q" for c in out.changes)

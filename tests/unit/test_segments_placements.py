@@ -46,9 +46,12 @@ def test_decision_changes_are_written_to_the_view():
     engine = Engine(EXAMPLES, SegmentsConfig())
     state = engine.new_state("p")
     state, out, _ = engine.on_event(state, {**browse("a", 0, "shoes"), "ts_ms": T0})
-    assert out.view["placements"]["homepage_banner"]["content"] == "banner_category_reco:shoes"
+    assert out.fields()["placement:homepage_banner"]["content"] == "banner_category_reco:shoes"
     state, out, _ = engine.advance(state, T0 + H)
-    assert out.view["placements"]["homepage_banner"]["content"] == "banner_generic"
+    assert out.fields()["placement:homepage_banner"]["content"] == "banner_generic"
+    # tags that no placement reads do not rewrite decisions
+    state, out, _ = engine.on_event(state, {**event("v", "product_view", 0, product_id="p"), "ts_ms": T0 + H})
+    assert "tag:viewed_product:p" in out.fields() and not any(f.startswith("placement:") for f in out.fields())
 
 
 def test_rules_with_unfillable_content_are_skipped():

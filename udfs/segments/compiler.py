@@ -9,7 +9,7 @@ import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from udfs.contract import event_types
@@ -97,6 +97,7 @@ class Catalog:
         retention: event type -> how long raw events of that type can matter (longest reach of a leaf).
         version: hash of all definition versions.
         updated_at: event time from which this catalog applies (set by the wrapper on hot reload).
+        placement_segments: segments some placement refers to.
     """
 
     segments: dict[str, Segment]
@@ -110,7 +111,7 @@ class Catalog:
     retention: dict[str, int]
     version: str
     updated_at: int = 0
-    segment_leaves: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    placement_segments: frozenset[str] = frozenset()
 
 
 def compile_catalog(docs: Iterable[Mapping[str, Any]], updated_at: int = 0) -> Catalog:
@@ -499,7 +500,7 @@ def _index(builder: _Builder, placements: dict[str, Placement], docs: Mapping[st
                    trait_segments=tuple(trait_segments), first_seen_segments=tuple(first_seen_segments),
                    leaves=live_leaves, retention=retention, version="catalog:" + digest.hexdigest()[:16],
                    updated_at=updated_at,
-                   segment_leaves={name: tuple(per) for name, per in used.items()})
+                   placement_segments=frozenset(n for p in placements.values() for n in p.segments()))
 
 
 __all__ = ["UNBOUND", "Catalog", "Segment", "compile_catalog", "update_catalog"]

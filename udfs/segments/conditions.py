@@ -17,7 +17,6 @@ from udfs.segments.matching import (
     MISSING,
     Ev,
     Match,
-    bind_key,
     check_predicate,
     describe_predicate,
     distinct_value,
@@ -144,12 +143,6 @@ class Leaf(Node):
         store = per_key.get(key if self.slots[i].fields is not None else UNBOUND)
         return None if store is None else store.slots[i]
 
-    def storage_key(self, i: int, ev: Ev) -> Key | None:
-        """Where evidence of filter `i` from this event goes: the bound key, `()` if unbound, None if the
-        event lacks a bound field."""
-        fields = self.slots[i].fields
-        return UNBOUND if fields is None else bind_key(ev, fields)
-
     def ingest(self, ctx: Ctx, i: int, key: Key, ev: Ev) -> list[Key] | None:
         """Adds an event matched by filter `i` under `key`.
 
@@ -165,7 +158,9 @@ class Leaf(Node):
         return [] if key == UNBOUND else [key]
 
     def _store_for(self, ctx: Ctx, key: Key) -> Store:
-        per_key = ctx.stores.setdefault(self.id, {})
+        per_key = ctx.stores.get(self.id)
+        if per_key is None:
+            per_key = ctx.stores[self.id] = {}
         store = per_key.get(key)
         if store is None:
             store = per_key[key] = Store(len(self.slots))

@@ -13,6 +13,7 @@ affected tags from its own time and emits corrections (and retractions of change
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
@@ -30,7 +31,8 @@ from udfs.segments.records import (
     dynamo_delete,
     dynamo_put,
     late_record,
-    redis_write,
+    redis_delete,
+    redis_update,
     retraction_record,
     tag_view,
     view_record,
@@ -56,12 +58,17 @@ class _Run:
 
 
 def person_id_of(event: Mapping[str, Any], config: SegmentsConfig | None = None) -> str | None:
-    """The wrapper's key selector: the first identifier of `config.person_id_types` the event carries."""
+    """The wrapper's key selector: the `person_id` the identity job resolved, else one derived like the
+    identity job does (`p-` + 32 hex of SHA-256 of `type:value`) from the first identifier of
+    `config.person_id_types` the event carries, so no raw identifier ends up in a store key."""
+    resolved = event.get("person_id")
+    if isinstance(resolved, str) and resolved:
+        return resolved
     ids = event.get("ids") or {}
     for id_type in (config or SegmentsConfig()).person_id_types:
         value = ids.get(id_type)
         if isinstance(value, str) and value:
-            return f"{id_type}:{value}"
+            return "p-" + hashlib.sha256(f"{id_type}:{value}".encode()).hexdigest()[:32]
     return None
 
 
@@ -112,6 +119,8 @@ class Engine:
         self._sync(state, run, None)
         if ev.ts > state.frontier:
             self._advance_to(state, run, ev.ts - 1)
+        if ev.type == "erase":
+            return self._erase(state, run, ev)
         run.event = ev
         run.clock = state.frontier
         end = max(state.frontier, ev.ts)
@@ -164,18 +173,28 @@ class Engine:
         return None
 
     def view(self, state: PersonState) -> dict[str, Any]:
-        """The person's current-state view (tags with entry and expiry, placement decisions)."""
-        tags: dict[str, dict[str, Any]] = {}
-        active: dict[str, list[ActiveTag]] = {}
-        for name, key in state.members:
-            inst = state.instances[name][key]
-            seg = self.catalog.segments.get(name)
-            version = seg.version if seg else inst.points[-1].version if inst.points else ""
-            tags[inst.tag] = tag_view(name, version, inst.params, inst.entered_at, self._expiry(inst))
-            active.setdefault(name, []).append(ActiveTag(inst.tag, name, inst.params, inst.entered_at or 0))
-        placements = {p.slot: p.decide(active) for p in self.catalog.placements.values()}
+        """The person's whole current-state view as one document (tags with entry and expiry, placement
+        decisions); the outputs carry it incrementally."""
+        tags = {}
+        for name, keys in state.members.items():
+            for key in keys:
+                inst = state.instances[name][key]
+                tags[inst.tag] = self._tag_view(name, inst)
         consent = state.consent.allowed(state.frontier)
-        return view_record(state.person_id, state.frontier, consent, tags, placements)
+        return view_record(state.person_id, state.frontier, consent, tags, self._decide(state))
+
+    def _tag_view(self, name: str, inst: Instance) -> dict[str, Any]:
+        seg = self.catalog.segments.get(name)
+        return tag_view(name, seg.version if seg else "", inst.params, inst.entered_at, self._expiry(inst))
+
+    def _decide(self, state: PersonState) -> dict[str, dict[str, Any]]:
+        """Placement decisions from the current tags of the segments placements refer to."""
+        active: dict[str, list[ActiveTag]] = {}
+        for name in self.catalog.placement_segments:
+            for key in state.members.get(name, ()):
+                inst = state.instances[name][key]
+                active.setdefault(name, []).append(ActiveTag(inst.tag, name, inst.params, inst.entered_at or 0))
+        return {p.slot: p.decide(active) for p in self.catalog.placements.values()}
 
     # ------------------------------------------------------------------ event intake
     def _observe(self, state: PersonState, watermark: int | None) -> None:
@@ -389,10 +408,10 @@ class Engine:
                                      correction=point.ts < run.clock, expires_at=expires, reason=reason))
 
     def _cause(self, run: _Run, seg: Segment | None, ts: int) -> dict[str, Any]:
-        if seg is None:
-            return {"cause": "definition_removed"}
         if run.cause is not None:
             return {"cause": run.cause}
+        if seg is None:
+            return {"cause": "definition_removed"}
         ev = run.event
         if ev is not None:
             return {"cause": "event", "event_id": ev.id, "event_type": ev.type}
@@ -474,35 +493,71 @@ class Engine:
         run.cause = None
         state.catalog_version = cat.version
 
+    def _erase(self, state: PersonState, run: _Run, ev: Ev) -> tuple[PersonState, Outputs, int | None]:
+        """An `erase` event: the person leaves every segment at its time and everything kept is dropped
+        (the returned state is empty; the wrapper may clear it instead)."""
+        when = max(state.frontier + 1, ev.ts)
+        run.cause = "erase"
+        for name, insts in sorted(state.instances.items()):
+            for key in sorted(insts, key=repr):
+                self._reconcile(state, run, name, key, when, when, removed=True)
+        state.frontier = when
+        out = self._finish(state, run)
+        out.redis = [redis_delete(state.person_id, when, self.config)]
+        fresh = self.new_state(state.person_id)
+        fresh.watermark, fresh.frontier = state.watermark, when
+        fresh.seen[ev.id] = ev.ts
+        return fresh, out, None
+
     # ------------------------------------------------------------------ outputs and eviction
     def _expiry(self, inst: Instance) -> int | None:
         return inst.scheduled if inst.active and inst.exact else None
 
     def _finish(self, state: PersonState, run: _Run) -> Outputs:
-        """Store writes for the tags whose membership, entry, expiry or version changed, and the view."""
+        """Store writes for the tags whose membership, entry, expiry or version changed: DynamoDB items and
+        the changed fields of the Redis view (placements only when a tag they read entered or exited)."""
         out, cfg = run.out, self.config
-        rewrite = run.refresh or not state.view_written
+        fields: dict[str, Any] = {}
+        removed: list[str] = []
+        first = not state.view_written
+        decide = run.refresh or first
+        watched = self.catalog.placement_segments
         for (name, key), inst in run.dirty.items():
-            active = inst.active
-            if active:
+            members = state.members.setdefault(name, {})
+            if inst.active:
                 seg = self.catalog.segments.get(name)
                 written = (True, inst.entered_at, self._expiry(inst), seg.version if seg else "")
-                state.members[(name, key)] = None
+                members[key] = None
             else:
                 written = None
-                state.members.pop((name, key), None)
+                members.pop(key, None)
+            if not members:
+                del state.members[name]
             if written == inst.written:
                 continue
-            rewrite = True
+            if name in watched and (written is None or inst.written is None or written[1] != inst.written[1]):
+                decide = True
             if written is not None:
                 out.dynamo.append(dynamo_put(state.person_id, inst.tag, name, written[3], inst.params,
                                              written[1], written[2], state.frontier, cfg))
+                fields["tag:" + inst.tag] = self._tag_view(name, inst)
             elif inst.written is not None:
                 out.dynamo.append(dynamo_delete(state.person_id, inst.tag, state.frontier, cfg))
+                removed.append("tag:" + inst.tag)
             inst.written = written
-        if rewrite:
+        if decide:
+            decisions = self._decide(state)
+            for slot in sorted(set(state.decisions) - set(decisions)):
+                removed.append("placement:" + slot)
+                del state.decisions[slot]
+            for slot, decision in decisions.items():
+                if state.decisions.get(slot) != decision:
+                    state.decisions[slot] = fields["placement:" + slot] = decision
+        if run.refresh or first:
+            fields["consent"] = state.consent.allowed(state.frontier)
+        if fields or removed:
             state.view_written = True
-            out.redis.append(redis_write(self.view(state), cfg))
+            out.redis.append(redis_update(state.person_id, fields, removed, state.frontier, cfg))
         return out
 
     def _evict(self, state: PersonState) -> None:

@@ -43,6 +43,16 @@ class Ev:
                    traits if isinstance(traits, Mapping) else None,
                    consent if isinstance(consent, Mapping) else None)
 
+    def to_event(self) -> dict[str, Any]:
+        """Back to an event dict `on_event` accepts (e.g. to replay a merged person's history)."""
+        body: dict[str, Any] = {"event_id": self.id, "type": self.type, "ts": self.ts, "ts_ms": self.ts,
+                                "ids": {}}
+        for name in ("props", "channel", "source", "traits", "consent"):
+            value = getattr(self, name)
+            if value:
+                body[name] = dict(value) if isinstance(value, Mapping) else value
+        return body
+
     def sort_key(self) -> tuple[int, str]:
         """Total order of events: time, then id."""
         return self.ts, self.id

@@ -80,6 +80,10 @@ class Placement:
     version: str
     rules: tuple[Rule, ...]
 
+    def segments(self) -> set[str]:
+        """Segments the rules refer to."""
+        return {name for rule in self.rules if rule.when for name in rule.when.segments()}
+
     def decide(self, active: Mapping[str, Sequence[ActiveTag]]) -> dict[str, Any]:
         """The decision for one person: the first rule that holds and whose placeholders can be filled."""
         for rule in self.rules:

@@ -23,7 +23,7 @@ class Outputs:
     Attributes:
         changes: `segment-changes` records, in emission order (retractions before the changes replacing them).
         late: `events.late` records.
-        redis: Redis writes (`set` of the person's current-state view when it changed).
+        redis: Redis writes: incremental updates of the person's view hash (`hupdate`), `del` on erasure.
         dynamo: DynamoDB writes (`put` / `delete` per (person, tag)).
         duplicates: events ignored because their id was already seen.
     """
@@ -34,10 +34,12 @@ class Outputs:
     dynamo: list[dict[str, Any]] = field(default_factory=list)
     duplicates: int = 0
 
-    @property
-    def view(self) -> dict[str, Any] | None:
-        """The latest view written by this call, if any."""
-        return self.redis[-1]["value"] if self.redis else None
+    def fields(self) -> dict[str, Any]:
+        """The view-hash fields this call set (later writes win)."""
+        found: dict[str, Any] = {}
+        for write in self.redis:
+            found.update(write.get("set", {}))
+        return found
 
     def extend(self, other: Outputs) -> None:
         """Appends another call's outputs."""
@@ -106,13 +108,23 @@ def view_record(person_id: str, as_of: int, consent: bool, tags: Mapping[str, Ma
             "placements": dict(sorted(placements.items()))}
 
 
-def redis_write(view: Mapping[str, Any], config: SegmentsConfig) -> dict[str, Any]:
-    """The Redis write of a view: `set` with an event-time version (writers skip older versions).
+def redis_key(person_id: str, config: SegmentsConfig) -> str:
+    """The Redis hash holding a person's current-state view."""
+    return f"{config.key_prefix}:segments:{person_id}"
 
-    The key expiry is left to the writer: tags carry their exact `expires_at`, readers drop expired tags.
-    """
-    return {"op": "set", "key": f"{config.key_prefix}:segments:{view['person_id']}", "value": dict(view),
-            "version": view["as_of"]}
+
+def redis_update(person_id: str, fields: Mapping[str, Any], removed: list[str], version: int,
+                 config: SegmentsConfig) -> dict[str, Any]:
+    """An incremental write of the view hash: set `fields`, delete `removed`, guarded by an event-time
+    `version` (writers skip versions older than the stored one). Fields are `tag:{tag}` (one per current
+    tag), `placement:{slot}` and `consent`; `engine.view` gives the whole view as one document."""
+    return {"op": "hupdate", "key": redis_key(person_id, config), "set": dict(fields), "del": list(removed),
+            "version": version}
+
+
+def redis_delete(person_id: str, version: int, config: SegmentsConfig) -> dict[str, Any]:
+    """Deletes a person's view (erasure)."""
+    return {"op": "del", "key": redis_key(person_id, config), "version": version}
 
 
 def dynamo_put(person_id: str, tag: str, segment: str, definition_version: str, params: Mapping[str, Any],

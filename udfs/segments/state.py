@@ -118,7 +118,8 @@ class PersonState:
         instances: segment name -> binding -> emitted timeline.
         active_from: segment name -> event time from which a hot-reloaded definition applies.
         heap: `(time, seq, segment, binding)` scheduled changes (stale entries are skipped).
-        members: `(segment, binding)` of the tags currently held.
+        members: segment -> bindings of the tags currently held.
+        decisions: slot -> the placement decision last written.
         view_written: whether a current-state view was ever written for the person.
     """
 
@@ -137,7 +138,8 @@ class PersonState:
         self.instances: dict[str, dict[Key, Instance]] = {}
         self.active_from: dict[str, int] = {}
         self.heap: list[tuple[int, int, str, Key]] = []
-        self.members: dict[tuple[str, Key], None] = {}
+        self.members: dict[str, dict[Key, None]] = {}
+        self.decisions: dict[str, dict[str, Any]] = {}
         self.seq = 0
         self.evicted_at = NEG_INF
         self.view_written = False

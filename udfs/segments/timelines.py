@@ -46,10 +46,6 @@ class ConsentTimeline:
         i = bisect_right(self._ts, t)
         return self._ts[i] if i < len(self._ts) else None
 
-    def has_updates(self) -> bool:
-        """Whether any update is inside the lateness horizon."""
-        return bool(self._ts)
-
     def compact(self, horizon: int) -> None:
         """Folds updates before `horizon` into the base value."""
         k = bisect_left(self._ts, horizon)
@@ -94,12 +90,6 @@ class TraitTimeline:
             return None
         i = bisect_right(updates, (t, _TOP))
         return updates[i][0] if i < len(updates) else None
-
-    def current(self, t: int, consent: ConsentTimeline) -> dict[str, Any]:
-        """All traits at `t` (for the view)."""
-        names = set(self._base) | set(self._updates)
-        values = {name: self.value_at(name, t, consent) for name in sorted(names)}
-        return {k: v for k, v in values.items() if v is not None}
 
     def compact(self, horizon: int, consent: ConsentTimeline) -> None:
         """Folds updates before `horizon` into the base values (call before compacting consent)."""

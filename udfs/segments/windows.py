@@ -191,14 +191,6 @@ class PresenceIntervals:
         """Number of distinct values present at `t`."""
         return bisect_right(self._starts, t) - bisect_left(self._ends, (t + 1,))
 
-    def next_boundary(self, t: int) -> int | None:
-        """The first interval start or end after `t`, if any."""
-        i = bisect_right(self._starts, t)
-        j = bisect_left(self._ends, (t + 1,))
-        candidates = [x for x in (self._starts[i] if i < len(self._starts) else None,
-                                  self._ends[j][0] if j < len(self._ends) else None) if x is not None]
-        return min(candidates) if candidates else None
-
     def drop_time(self, t: int, need: int) -> int | None:
         """When, with no new evidence, fewer than `need` values are present (None if already so).
 
