@@ -16,6 +16,7 @@ from udfs.segments import (
     update_catalog,
 )
 from udfs.segments.reference import event, net_intervals, replay
+from udfs.stores.ops import DynamoDelete, DynamoPut, RedisHashUpdate, op_from_dict
 
 S, M, H, D = 1000, 60_000, 3_600_000, 86_400_000
 T0 = 1_795_000_000_000
@@ -79,35 +80,49 @@ def test_view_redis_and_dynamo_follow_membership_and_expiry():
                   "expires_at": at(5 * M)}
     assert eng.view(state)["tags"]["viewed_product:p1"] == view_of_p1
     (write,) = out.redis
-    assert write["op"] == "hupdate" and write["key"] == "tagstream:segments:p" and write["version"] == at(0)
-    assert write["set"]["tag:viewed_product:p1"] == view_of_p1 and write["del"] == []
-    assert write["set"]["consent"] is True
-    assert write["set"]["placement:homepage_banner"]["content"] == "banner_generic"
-    put = next(w for w in out.dynamo if w["item"]["tag"] == "viewed_product:p1")
-    assert put["op"] == "put" and put["table"] == "tagstream_segments"
-    assert put["item"]["expires_at"] == -(-at(5 * M) // 1000) and put["item"]["expires_at_ms"] == at(5 * M)
-    assert put["item"]["version"] == at(0)
+    assert isinstance(write, RedisHashUpdate) and write.key == "tagstream:segments:p"
+    assert write.fields["tag:viewed_product:p1"] == view_of_p1 and write.remove == []
+    assert write.fields["consent"] is True
+    assert write.fields["placement:homepage_banner"]["content"] == "banner_generic"
+    first_version = write.version
+    assert first_version >= at(0) * 1000
+    put = next(w for w in out.dynamo if w.key["tag"] == "viewed_product:p1")
+    assert isinstance(put, DynamoPut) and put.table == "tagstream_segments" and put.key["person_id"] == "p"
+    assert put.expires_at_ms == at(5 * M) and put.stored_item()["expires_at"] == -(-at(5 * M) // 1000)
+    assert put.item["expires_at_ms"] == at(5 * M) and put.item["as_of"] == at(0)
+    assert put.version == first_version
     assert wake == at(5 * M)
     # a second view extends the expiry: only that field and item are rewritten, with a newer version
     state, out, wake = eng.on_event(state, ev("v2", "product_view", 2 * M, product_id="p1"))
     (write,) = out.redis
-    assert list(write["set"]) == ["tag:viewed_product:p1"] and write["version"] == at(2 * M)
-    assert write["set"]["tag:viewed_product:p1"]["expires_at"] == at(7 * M)
-    assert write["set"]["tag:viewed_product:p1"]["entered_at"] == at(0)
-    assert [w["item"]["version"] for w in out.dynamo if w["item"]["tag"] == "viewed_product:p1"] == [at(2 * M)]
+    assert list(write.fields) == ["tag:viewed_product:p1"] and write.version > first_version
+    assert write.fields["tag:viewed_product:p1"]["expires_at"] == at(7 * M)
+    assert write.fields["tag:viewed_product:p1"]["entered_at"] == at(0)
+    assert [w.version for w in out.dynamo if w.key["tag"] == "viewed_product:p1"] == [write.version]
     # an event changing nothing rewrites nothing
     state, out, _ = eng.on_event(state, ev("s1", "search", 3 * M))
     assert out.redis == [] and out.dynamo == []
     # the exit deletes the item and the field
     state, out, _ = eng.advance(state, at(7 * M))
-    assert out.dynamo == [{"op": "delete", "table": "tagstream_segments",
-                           "key": {"person_id": "p", "tag": "viewed_product:p1"}, "version": at(7 * M)}]
-    assert out.redis[0]["del"] == ["tag:viewed_product:p1"]
+    (delete,) = out.dynamo
+    assert isinstance(delete, DynamoDelete) and delete.key == {"person_id": "p", "tag": "viewed_product:p1"}
+    assert not delete.erase and out.redis[0].remove == ["tag:viewed_product:p1"]
     assert "viewed_product:p1" not in eng.view(state)["tags"]
     # open-ended tags have no TTL
     state, out, _ = eng.on_event(state, ev("i", "identify", 8 * M, traits={"tier": "gold"}))
-    item = next(w["item"] for w in out.dynamo if w["item"]["tag"] == "gold_tier")
-    assert "expires_at" not in item and out.fields()["tag:gold_tier"]["expires_at"] is None
+    gold = next(w for w in out.dynamo if w.key["tag"] == "gold_tier")
+    assert gold.expires_at_ms is None and "expires_at" not in gold.stored_item()
+    assert out.fields()["tag:gold_tier"]["expires_at"] is None
+
+
+def test_store_versions_grow_strictly_even_within_one_millisecond():
+    eng = engine(COUNT3)
+    state, out = replay(eng, [ev("a", "search", 0), ev("b", "search", 0), ev("c", "search", 0)])
+    versions = [op.version for op in (*out.redis, *out.dynamo)]
+    state, late, _ = eng.on_event(state, ev("d", "search", 0))
+    more = [op.version for op in (*late.redis, *late.dynamo)]
+    assert versions == sorted(versions) and all(v > max(versions) for v in more)
+    assert all(op_from_dict(op.as_dict()) == op for op in (*out.redis, *out.dynamo))
 
 
 def test_state_is_picklable():
@@ -135,8 +150,9 @@ def test_erase_exits_every_tag_and_forgets_the_person():
     state, out, wake = eng.on_event(state, ev("x", "erase", 1 * M))
     assert sorted(changes_of(out)) == [("exit", "gold_tier", 1 * M), ("exit", "viewed_product:p1", 1 * M)]
     assert {c["reason"]["cause"] for c in out.changes} == {"erase"}
-    assert out.redis == [{"op": "del", "key": "tagstream:segments:p", "version": at(1 * M)}]
-    assert sorted(w["key"]["tag"] for w in out.dynamo) == ["gold_tier", "viewed_product:p1"]
+    assert [(type(op).__name__, op.key, op.erase) for op in out.redis] == [
+        ("RedisDelete", "tagstream:segments:p", True)]
+    assert sorted((w.key["tag"], w.erase) for w in out.dynamo) == [("gold_tier", True), ("viewed_product:p1", True)]
     assert wake is None and state.history == {} and state.instances == {} and state.stores == {}
 
 
@@ -228,8 +244,8 @@ def test_late_evidence_retracts_a_wrong_entry():
     state, out, _ = eng.on_event(state, ev("b", "purchase", 29 * M), at(31 * M))
     retractions = [c for c in out.changes if c["retraction"]]
     assert [(c["tag"], c["op"], c["ts_ms"] - T0) for c in retractions] == [("cart_abandoner:p", "enter", 30 * M)]
-    assert "tag:cart_abandoner:p" in out.redis[0]["del"] and "cart_abandoner:p" not in eng.view(state)["tags"]
-    assert any(w["op"] == "delete" and w["key"]["tag"] == "cart_abandoner:p" for w in out.dynamo)
+    assert "tag:cart_abandoner:p" in out.redis[0].remove and "cart_abandoner:p" not in eng.view(state)["tags"]
+    assert any(isinstance(w, DynamoDelete) and w.key["tag"] == "cart_abandoner:p" for w in out.dynamo)
 
 
 def test_events_older_than_watermark_minus_lateness_are_late_outputs():
@@ -288,7 +304,7 @@ def test_removed_definition_exits_and_changed_one_keeps_continuing_tags():
     tag = out.fields()["tag:viewed_product:a"]
     assert tag["entered_at"] == at(0) and tag["expires_at"] == at(10 * M)
     assert tag["version"] == catalog.segments["viewed_product"].version != EXAMPLES.segments["viewed_product"].version
-    assert {w["op"] for w in out.dynamo} == {"put", "delete"}
+    assert {type(w).__name__ for w in out.dynamo} == {"DynamoPut", "DynamoDelete"}
     assert wake == at(10 * M)
 
 

@@ -52,7 +52,7 @@ class SegmentsConfig:
         max_evidence_ids: event ids listed per condition in the `reason` of a change record.
         max_flip_steps: bound on the breakpoints visited when computing the next change of one tag.
         evict_every_ms: evidence is evicted when the lateness horizon moved this much since the last time.
-        key_prefix: prefix of the Redis keys.
+        redis_view_key: Redis key template of a person's view hash.
         dynamo_table: DynamoDB table of the per-(person, tag) items.
         person_id_types: identifier types tried in order by `person_id_of` (the wrapper's key selector).
     """
@@ -64,6 +64,6 @@ class SegmentsConfig:
     max_evidence_ids: int = 10
     max_flip_steps: int = 10_000
     evict_every_ms: int = 5 * MINUTE_MS
-    key_prefix: str = "tagstream"
+    redis_view_key: str = "tagstream:segments:{person_id}"
     dynamo_table: str = "tagstream_segments"
     person_id_types: tuple[str, ...] = ("user_id", "anonymous_id", "device_id")

@@ -503,9 +503,9 @@ class Engine:
                 self._reconcile(state, run, name, key, when, when, removed=True)
         state.frontier = when
         out = self._finish(state, run)
-        out.redis = [redis_delete(state.person_id, when, self.config)]
+        out.redis = [redis_delete(state.person_id, state.next_version(), self.config)]
         fresh = self.new_state(state.person_id)
-        fresh.watermark, fresh.frontier = state.watermark, when
+        fresh.watermark, fresh.frontier, fresh.version = state.watermark, when, state.version
         fresh.seen[ev.id] = ev.ts
         return fresh, out, None
 
@@ -519,6 +519,7 @@ class Engine:
         out, cfg = run.out, self.config
         fields: dict[str, Any] = {}
         removed: list[str] = []
+        version: int | None = None
         first = not state.view_written
         decide = run.refresh or first
         watched = self.catalog.placement_segments
@@ -537,12 +538,14 @@ class Engine:
                 continue
             if name in watched and (written is None or inst.written is None or written[1] != inst.written[1]):
                 decide = True
+            version = version or state.next_version()
             if written is not None:
                 out.dynamo.append(dynamo_put(state.person_id, inst.tag, name, written[3], inst.params,
-                                             written[1], written[2], state.frontier, cfg))
+                                             written[1], written[2], state.frontier, version, cfg))
                 fields["tag:" + inst.tag] = self._tag_view(name, inst)
             elif inst.written is not None:
-                out.dynamo.append(dynamo_delete(state.person_id, inst.tag, state.frontier, cfg))
+                erase = run.cause == "erase"
+                out.dynamo.append(dynamo_delete(state.person_id, inst.tag, version, cfg, erase))
                 removed.append("tag:" + inst.tag)
             inst.written = written
         if decide:
@@ -557,7 +560,8 @@ class Engine:
             fields["consent"] = state.consent.allowed(state.frontier)
         if fields or removed:
             state.view_written = True
-            out.redis.append(redis_update(state.person_id, fields, removed, state.frontier, cfg))
+            version = version or state.next_version()
+            out.redis.append(redis_update(state.person_id, fields, removed, version, cfg))
         return out
 
     def _evict(self, state: PersonState) -> None:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from udfs.segments.config import SegmentsConfig
+from udfs.stores.keys import build_key
+from udfs.stores.ops import DynamoDelete, DynamoPut, RedisDelete, RedisHashUpdate
 
 JOB = "segments"
 CHANGE, LATE = "segment_change", "late"
@@ -23,22 +25,23 @@ class Outputs:
     Attributes:
         changes: `segment-changes` records, in emission order (retractions before the changes replacing them).
         late: `events.late` records.
-        redis: Redis writes: incremental updates of the person's view hash (`hupdate`), `del` on erasure.
-        dynamo: DynamoDB writes (`put` / `delete` per (person, tag)).
+        redis: Redis ops (`udfs.stores.ops`): updates of the person's view hash, a delete on erasure.
+        dynamo: DynamoDB ops: a put per current (person, tag), a delete when it ends.
         duplicates: events ignored because their id was already seen.
     """
 
     changes: list[dict[str, Any]] = field(default_factory=list)
     late: list[dict[str, Any]] = field(default_factory=list)
-    redis: list[dict[str, Any]] = field(default_factory=list)
-    dynamo: list[dict[str, Any]] = field(default_factory=list)
+    redis: list[RedisHashUpdate | RedisDelete] = field(default_factory=list)
+    dynamo: list[DynamoPut | DynamoDelete] = field(default_factory=list)
     duplicates: int = 0
 
     def fields(self) -> dict[str, Any]:
         """The view-hash fields this call set (later writes win)."""
         found: dict[str, Any] = {}
         for write in self.redis:
-            found.update(write.get("set", {}))
+            if isinstance(write, RedisHashUpdate):
+                found.update(write.fields)
         return found
 
     def extend(self, other: Outputs) -> None:
@@ -109,39 +112,35 @@ def view_record(person_id: str, as_of: int, consent: bool, tags: Mapping[str, Ma
 
 
 def redis_key(person_id: str, config: SegmentsConfig) -> str:
-    """The Redis hash holding a person's current-state view."""
-    return f"{config.key_prefix}:segments:{person_id}"
+    """The Redis hash holding a person's current-state view (`tagstream:segments:{person_id}`)."""
+    return build_key(config.redis_view_key, person_id=person_id)
 
 
 def redis_update(person_id: str, fields: Mapping[str, Any], removed: list[str], version: int,
-                 config: SegmentsConfig) -> dict[str, Any]:
-    """An incremental write of the view hash: set `fields`, delete `removed`, guarded by an event-time
-    `version` (writers skip versions older than the stored one). Fields are `tag:{tag}` (one per current
-    tag), `placement:{slot}` and `consent`; `engine.view` gives the whole view as one document."""
-    return {"op": "hupdate", "key": redis_key(person_id, config), "set": dict(fields), "del": list(removed),
-            "version": version}
+                 config: SegmentsConfig) -> RedisHashUpdate:
+    """An incremental write of the view hash: set `fields`, remove `removed`. Fields are `tag:{tag}` (one
+    per current tag), `placement:{slot}` and `consent`; `Engine.view` gives the whole view as one document."""
+    return RedisHashUpdate(redis_key(person_id, config), dict(fields), list(removed), version)
 
 
-def redis_delete(person_id: str, version: int, config: SegmentsConfig) -> dict[str, Any]:
-    """Deletes a person's view (erasure)."""
-    return {"op": "del", "key": redis_key(person_id, config), "version": version}
+def redis_delete(person_id: str, version: int, config: SegmentsConfig) -> RedisDelete:
+    """Erases a person's view."""
+    return RedisDelete(redis_key(person_id, config), version, erase=True)
 
 
 def dynamo_put(person_id: str, tag: str, segment: str, definition_version: str, params: Mapping[str, Any],
-               entered_at: int | None, expires_at: int | None, version: int,
-               config: SegmentsConfig) -> dict[str, Any]:
-    """The DynamoDB put of a current (person, tag) membership; `expires_at` is the TTL in epoch seconds
-    (rounded up; `expires_at_ms` is exact), absent when the membership is open-ended."""
-    item: dict[str, Any] = {"person_id": person_id, "tag": tag, "segment": segment,
-                            "definition_version": definition_version, "params": dict(params),
-                            "entered_at": entered_at, "version": version}
+               entered_at: int | None, expires_at: int | None, as_of: int, version: int,
+               config: SegmentsConfig) -> DynamoPut:
+    """The DynamoDB put of a current (person, tag) membership. The store adds `version` and `expires_at`
+    (TTL, epoch seconds rounded up; absent when open-ended); `expires_at_ms` is the exact exit time."""
+    item: dict[str, Any] = {"segment": segment, "definition_version": definition_version, "params": dict(params),
+                            "entered_at": entered_at, "as_of": as_of}
     if expires_at is not None:
-        item["expires_at"] = -(-expires_at // 1000)
         item["expires_at_ms"] = expires_at
-    return {"op": "put", "table": config.dynamo_table, "item": item}
+    return DynamoPut(config.dynamo_table, {"person_id": person_id, "tag": tag}, item, version, expires_at)
 
 
-def dynamo_delete(person_id: str, tag: str, version: int, config: SegmentsConfig) -> dict[str, Any]:
-    """The DynamoDB delete of a membership that ended (conditional on the stored version being older)."""
-    return {"op": "delete", "table": config.dynamo_table, "key": {"person_id": person_id, "tag": tag},
-            "version": version}
+def dynamo_delete(person_id: str, tag: str, version: int, config: SegmentsConfig,
+                  erase: bool = False) -> DynamoDelete:
+    """The DynamoDB delete of a membership that ended (`erase`: privacy erasure, unconditional)."""
+    return DynamoDelete(config.dynamo_table, {"person_id": person_id, "tag": tag}, version, erase)

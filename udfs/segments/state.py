@@ -121,6 +121,9 @@ class PersonState:
         members: segment -> bindings of the tags currently held.
         decisions: slot -> the placement decision last written.
         view_written: whether a current-state view was ever written for the person.
+        version: version of the last store writes: `max(previous + 1, frontier * 1000)`, so it grows
+            strictly per person (the store guard skips versions not above the stored one) and follows
+            event time (a fresh state after erasure or loss still writes above the old versions).
     """
 
     def __init__(self, person_id: str, catalog_version: str, default_consent: bool) -> None:
@@ -143,6 +146,7 @@ class PersonState:
         self.seq = 0
         self.evicted_at = NEG_INF
         self.view_written = False
+        self.version = 0
 
     def remember(self, ev: Ev) -> None:
         """Adds a raw event to the history and the de-duplication index."""
@@ -162,6 +166,11 @@ class PersonState:
         if i < len(rows) and rows[i][1] == event_id:
             del rows[i]
             self.seen.pop(event_id, None)
+
+    def next_version(self) -> int:
+        """A store-write version above every earlier one of this person."""
+        self.version = max(self.version + 1, self.frontier * 1000)
+        return self.version
 
     def horizon(self, lateness: int) -> int:
         """Events before this time are late; nothing before it can change any more."""
