@@ -11,10 +11,12 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from udfs.stores.ops import DynamoDelete, DynamoPut, RedisDelete, RedisHash, RedisSet, StoreOp
+from udfs.stores.ops import DynamoDelete, DynamoPut, RedisDelete, RedisHash, RedisHashUpdate, RedisSet, StoreOp
 
-REDIS_KINDS = ("set", "hash", "delete")
+REDIS_KINDS = ("set", "hash", "delete")  # whole-value ops: they commute
 DYNAMO_KINDS = ("put", "remove")  # remove: a DynamoDB delete
+REDIS_ALL = (*REDIS_KINDS, "update", "erase")  # partial updates and erasures only survive in-order replays
+DYNAMO_ALL = (*DYNAMO_KINDS, "wipe")  # wipe: a DynamoDB erasure
 EXPIRIES = ("none", "past", "future")
 TABLE = "tagstream_segments"
 
@@ -64,12 +66,20 @@ def build(spec: Spec, namespace: str, now_ms: int) -> StoreOp:
     if spec.kind == "put":
         item = {"payload": spec.payload + 0.25, "nested": {"xs": [1.5, spec.version, None]}}
         return DynamoPut(TABLE, item_key, item, spec.version, expires)
-    if spec.kind == "remove":
-        return DynamoDelete(TABLE, item_key, spec.version)
-    return RedisDelete(key, spec.version)
+    if spec.kind == "update":
+        return RedisHashUpdate(key, {f"f{spec.payload}": {"at": spec.version}}, [f"f{(spec.payload + 1) % 4}"],
+                               spec.version, expires)
+    if spec.kind in ("remove", "wipe"):
+        return DynamoDelete(TABLE, item_key, spec.version, erase=spec.kind == "wipe")
+    return RedisDelete(key, spec.version, erase=spec.kind == "erase")
 
 
 def ops_of(scenario: Scenario, namespace: str, now_ms: int) -> tuple[list[StoreOp], list[StoreOp]]:
     """The scenario's ops in version order (replays included) and in its permutation."""
     ops = [build(s, namespace, now_ms) for s in scenario.specs]
     return sorted(ops, key=lambda o: o.version), [ops[i] for i in scenario.order]
+
+
+def replay_of(scenario: Scenario, in_order: list[StoreOp]) -> list[StoreOp]:
+    """A suffix of the in-order ops, as a restart from a checkpoint replays them (cut drawn from `order`)."""
+    return in_order[scenario.order[0] % len(in_order):]

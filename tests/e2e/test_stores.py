@@ -11,12 +11,31 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from tests.store_ops_strategies import DYNAMO_KINDS, REDIS_KINDS, TABLE, Scenario, ops_of, scenarios
+from tests.store_ops_strategies import (
+    DYNAMO_ALL,
+    DYNAMO_KINDS,
+    REDIS_ALL,
+    REDIS_KINDS,
+    TABLE,
+    Scenario,
+    ops_of,
+    replay_of,
+    scenarios,
+)
 from tools.stack import Stack
 from udfs.stores.dynamo_codec import from_attributes
 from udfs.stores.dynamo_store import DynamoConfig, DynamoStore
 from udfs.stores.guard import ApplyResult, ReferenceStore
-from udfs.stores.ops import DynamoDelete, DynamoPut, RedisDelete, RedisHash, RedisSet, StoreOp, expires_at_s
+from udfs.stores.ops import (
+    DynamoDelete,
+    DynamoPut,
+    RedisDelete,
+    RedisHash,
+    RedisHashUpdate,
+    RedisSet,
+    StoreOp,
+    expires_at_s,
+)
 from udfs.stores.redis_store import RedisConfig, RedisStore, encode_value
 from udfs.stores.retry import RetryPolicy, StoreUnavailable
 
@@ -54,28 +73,18 @@ def text(value: Any) -> str:
 
 
 def check_redis(store: RedisStore, model: ReferenceStore) -> None:
-    """Every key the model holds reads back the same from Redis: version, value or fields, or nothing."""
+    """Every key the model holds reads back the same from Redis: version, and fields or nothing."""
     for (_, key), entry in model.entries.items():
         assert store.stored_version(key) == entry.version, key
-        live = entry.op
-        if isinstance(live, RedisSet):
-            assert store.get(key) == text(live.value) and store.get_hash(key) == {"v": text(live.value)}
-        elif isinstance(live, RedisHash):
-            assert store.get_hash(key) == dict(live.fields), key
-        else:
-            assert store.get_hash(key) is None and store.get(key) is None, key
+        expected = None if entry.data is None else {f: text(v) for f, v in entry.data.items()}
+        assert store.get_hash(key) == expected, key
+        if expected is not None and "v" in expected:
+            assert store.get(key) == expected["v"]
 
 
 def raw_item(store: DynamoStore, table: str, key: dict[str, str]) -> dict[str, Any] | None:
     raw = store.client.get_item(TableName=table, Key={k: {"S": v} for k, v in key.items()}, ConsistentRead=True)
     return from_attributes(raw["Item"]) if "Item" in raw else None
-
-
-def expected_item(op: DynamoPut) -> dict[str, Any]:
-    item = {**op.item, **op.key, "version": op.version}
-    if op.expires_at_ms is not None:
-        item["expires_at"] = expires_at_s(op.expires_at_ms)
-    return item
 
 
 def check_dynamo(store: DynamoStore, model: ReferenceStore, ops: list[StoreOp], now: int) -> None:
@@ -85,9 +94,8 @@ def check_dynamo(store: DynamoStore, model: ReferenceStore, ops: list[StoreOp], 
         op = targets[ident]
         stored = raw_item(store, op.table, dict(op.key))
         assert stored is not None and stored["version"] == entry.version, (op, stored)
-        assert stored.get("_tombstone", False) is (entry.op is None)
-        live = store.get_live(op.table, op.key, now)
-        assert live == (expected_item(entry.op) if entry.op else None), (op, live)
+        assert stored.get("_tombstone", False) is (entry.data is None)
+        assert store.get_live(op.table, op.key, now) == entry.data, op
 
 
 # --- the permutation property on the real stores ---------------------------------------------------------------
@@ -118,6 +126,43 @@ def test_dynamodb_any_permutation_equals_version_order(dstore: DynamoStore, scen
     check_dynamo(dstore, model, permuted, now)
     assert dstore.apply(permuted) == ApplyResult(skipped=len(permuted))  # type: ignore[arg-type]
     check_dynamo(dstore, model, permuted, now)
+
+
+@EXAMPLES
+@given(scenarios(slots=3, kinds=REDIS_ALL))
+def test_redis_restart_replays_keep_the_state(rstore: RedisStore, scenario: Scenario) -> None:
+    """Every op kind, partial updates and erasures included: ops in version order, then a suffix again."""
+    now = now_ms()
+    in_order, _ = ops_of(scenario, f"replay:{uuid.uuid4().hex}", now)
+    model = ReferenceStore()
+    model.apply(in_order, now)
+    rstore.apply(in_order)  # type: ignore[arg-type]
+    rstore.apply(replay_of(scenario, in_order))  # type: ignore[arg-type]
+    check_redis(rstore, model)
+
+
+@EXAMPLES
+@given(scenarios(slots=3, kinds=DYNAMO_ALL))
+def test_dynamodb_restart_replays_keep_the_state(dstore: DynamoStore, scenario: Scenario) -> None:
+    now = now_ms()
+    in_order, _ = ops_of(scenario, f"p-replay-{uuid.uuid4().hex}", now)
+    model = ReferenceStore()
+    model.apply(in_order, now)
+    dstore.apply(in_order)  # type: ignore[arg-type]
+    dstore.apply(replay_of(scenario, in_order))  # type: ignore[arg-type]
+    check_dynamo(dstore, model, in_order, now)
+
+
+def test_redis_partial_hash_updates(rstore: RedisStore) -> None:
+    key, now = f"upd:{uuid.uuid4().hex}", now_ms()
+    result = rstore.apply([RedisHashUpdate(key, {"tag:a": {"x": 1}, "consent": "true"}, [], 10, now + 60_000),
+                           RedisHashUpdate(key, {"tag:b": {"x": 2}}, ["tag:a"], 11),
+                           RedisHashUpdate(key, {"tag:z": 0}, [], 10)])  # a replay: skipped
+    assert result == ApplyResult(applied=2, skipped=1)
+    assert rstore.get_hash(key) == {"tag:b": '{"x":2}', "consent": "true"}
+    assert 50_000 < rstore.client.pttl("e2e-stores:" + key) <= 60_000  # None kept the key's expiry
+    rstore.apply([RedisDelete(key, 12, erase=True), RedisHashUpdate(key, {"tag:c": "1"}, [], 13)])
+    assert rstore.get_hash(key) == {"tag:c": "1"} and rstore.client.pttl("e2e-stores:" + key) == -1
 
 
 # --- TTLs ---------------------------------------------------------------------------------------------------

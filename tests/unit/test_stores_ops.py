@@ -9,7 +9,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.store_ops_strategies import DYNAMO_KINDS, REDIS_KINDS, Scenario, Spec, build, ops_of, scenarios
+from tests.store_ops_strategies import (
+    DYNAMO_ALL,
+    DYNAMO_KINDS,
+    REDIS_ALL,
+    REDIS_KINDS,
+    Scenario,
+    Spec,
+    build,
+    ops_of,
+    replay_of,
+    scenarios,
+)
 from udfs.stores.guard import ApplyResult, Outcome, ReferenceStore, decide
 from udfs.stores.keys import build_key, key_part
 from udfs.stores.ops import (
@@ -17,6 +28,7 @@ from udfs.stores.ops import (
     DynamoPut,
     RedisDelete,
     RedisHash,
+    RedisHashUpdate,
     RedisSet,
     chunks,
     expires_at_s,
@@ -44,9 +56,11 @@ def test_invalid_ops_are_refused() -> None:
         RedisDelete("", 1)
     with pytest.raises(ValueError, match="expires_at_ms"):
         RedisSet("k", "v", 1, -5)
-    with pytest.raises(ValueError, match="hash fields"):
+    with pytest.raises(ValueError, match="hash field names"):
         RedisHash("k", {"_v": "x"}, 1)  # reserved for the store
-    with pytest.raises(ValueError, match="hash fields"):
+    with pytest.raises(ValueError, match="hash field names"):
+        RedisHashUpdate("k", {}, ["_t"], 1)
+    with pytest.raises(ValueError, match="hash field values"):
         RedisHash("k", {"n": 1}, 1)  # type: ignore[dict-item]
     with pytest.raises(ValueError, match="DynamoDB key"):
         DynamoPut(T, {"person_id": ""}, {}, 1)
@@ -77,6 +91,8 @@ op_strategy = st.one_of(
               st.integers(0, 2**53 - 1), st.none() | st.integers(0, 2**45)),
     st.builds(RedisHash, st.text(min_size=1), st.dictionaries(st.from_regex(r"[a-z:]{1,8}", fullmatch=True),
                                                               st.text()), st.integers(0, 99)),
+    st.builds(RedisHashUpdate, st.text(min_size=1), st.dictionaries(st.sampled_from("abc"), st.integers()),
+              st.lists(st.sampled_from("xy")), st.integers(0, 99), st.none() | st.integers(0, 2**45)),
     st.builds(RedisDelete, st.text(min_size=1), st.integers(0, 99), st.booleans()),
     st.builds(DynamoPut, st.just(T), st.just(K), st.dictionaries(st.sampled_from("abc"), st.floats(0, 9)),
               st.integers(0, 99), st.none() | st.integers(0, 2**45)),
@@ -100,6 +116,10 @@ def test_plain_dict_shapes_of_the_segments_core_parse() -> None:
     assert op_from_dict({"op": "put", "table": T, "item": legacy}).expires_at_ms == 13_000  # type: ignore[union-attr]
     with pytest.raises(KeyError):
         op_from_dict({"op": "put", "table": "nope", "item": legacy})
+    update = {"op": "hupdate", "key": "tagstream:segments:p", "set": {"tag:a": {"x": 1}}, "del": ["tag:b"],
+              "version": 9}
+    assert op_from_dict(update) == RedisHashUpdate("tagstream:segments:p", {"tag:a": {"x": 1}}, ["tag:b"], 9)
+    assert op_from_dict({"op": "del", "key": "k", "version": 3}) == RedisDelete("k", 3, erase=True)
 
 
 # --- keys -------------------------------------------------------------------------------------------------
@@ -183,7 +203,36 @@ def test_erasure_beats_newer_data_and_older_replays_stay_deleted() -> None:
     assert store.live(("redis", "k")) is None
     assert store.apply([RedisSet("k", "a", 4), RedisSet("k", "a", 5)], NOW) == ApplyResult(skipped=2)
     assert store.apply([RedisSet("k", "b", 6)], NOW) == ApplyResult(applied=1)  # a new life of the key
-    assert store.live(("redis", "k")) == RedisSet("k", "b", 6)
+    assert store.live(("redis", "k")) == {"v": "b"}
+
+
+@settings(max_examples=300)
+@given(st.one_of(scenarios(kinds=REDIS_ALL), scenarios(kinds=DYNAMO_ALL)), st.data())
+def test_replays_after_in_order_application_change_nothing(scenario: Scenario, data: st.DataObject) -> None:
+    """With every op kind (partial updates and erasures too): replaying any suffix in order (a restart from
+    a checkpoint) keeps the state; without erasures, so does replaying any ops in any order."""
+    in_order, _ = ops_of(scenario, "ns", NOW)
+    expected, actual = ReferenceStore(), ReferenceStore()
+    expected.apply(in_order, NOW)
+    actual.apply(in_order, NOW)
+    actual.apply(replay_of(scenario, in_order), NOW)
+    assert actual.entries == expected.entries
+    plain = [op for op in in_order if not getattr(op, "erase", False)]
+    if plain:
+        again = data.draw(st.lists(st.sampled_from(plain), max_size=10))
+        fresh = ReferenceStore()
+        fresh.apply(plain, NOW)
+        before = dict(fresh.entries)
+        assert fresh.apply(again, NOW) == ApplyResult(skipped=len(again))
+        assert fresh.entries == before
+
+
+def test_partial_hash_updates_merge_fields_and_revive_tombstones() -> None:
+    store = ReferenceStore()
+    store.apply([RedisHashUpdate("k", {"a": 1, "b": 2}, [], 1), RedisHashUpdate("k", {"c": 3}, ["a"], 2)], NOW)
+    assert store.live(("redis", "k")) == {"b": 2, "c": 3}
+    store.apply([RedisDelete("k", 3), RedisHashUpdate("k", {"d": 4}, [], 4)], NOW)
+    assert store.live(("redis", "k")) == {"d": 4}  # a tombstone holds no fields to merge with
 
 
 def test_a_partly_applied_batch_can_be_reapplied_whole() -> None:

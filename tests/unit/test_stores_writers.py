@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from udfs.stores.dynamo_codec import from_attributes, is_live, to_attributes
 from udfs.stores.dynamo_store import DynamoConfig, DynamoStore
 from udfs.stores.guard import ApplyResult
-from udfs.stores.ops import DynamoDelete, DynamoPut, RedisDelete, RedisHash, RedisSet
+from udfs.stores.ops import DynamoDelete, DynamoPut, RedisDelete, RedisHash, RedisHashUpdate, RedisSet
 from udfs.stores.redis_store import RedisConfig, RedisStore, _argv
 from udfs.stores.retry import RetryPolicy, StoreError, StoreUnavailable, call_with_retry
 
@@ -170,6 +170,8 @@ def test_redis_script_arguments() -> None:
     assert _argv(RedisSet("k", {"a": 1}, 3, 99), 500) == ["w", 3, 99, 500, "v", b'{"a":1}']
     assert _argv(RedisSet("k", "p-1", 3), 500) == ["w", 3, "", 500, "v", "p-1"]
     assert _argv(RedisHash("k", {"f": "1", "g": "2"}, 4), 500) == ["w", 4, "", 500, "f", "1", "g", "2"]
+    assert _argv(RedisHashUpdate("k", {"f": {"x": 1}, "g": "s"}, ["h"], 6, 77), 500) == [
+        "u", 6, 77, 500, 4, "f", b'{"x":1}', "g", "s", "h"]
     assert _argv(RedisDelete("k", 5), 500) == ["d", 5, "", 500]
     assert _argv(RedisDelete("k", 5, erase=True), 500) == ["e", 5, "", 500]
 

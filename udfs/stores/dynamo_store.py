@@ -208,11 +208,8 @@ class DynamoStore:
         if isinstance(op, DynamoPut):
             expired = op.expires_at_ms is not None and op.expires_at_ms <= now_ms
             outcome = Outcome.EXPIRED if expired else Outcome.APPLIED
-        if outcome is Outcome.APPLIED:
-            assert isinstance(op, DynamoPut)
-            item: dict[str, Any] = {**op.item, **op.key, VERSION_ATTR: op.version}
-            if op.expires_at_ms is not None:
-                item[EXPIRES_ATTR] = expires_at_s(op.expires_at_ms)
+        if isinstance(op, DynamoPut) and outcome is Outcome.APPLIED:
+            item = op.stored_item()
         else:
             item = {**op.key, VERSION_ATTR: op.version, TOMBSTONE_ATTR: True,
                     EXPIRES_ATTR: expires_at_s(now_ms + self.config.tombstone_ttl_ms)}

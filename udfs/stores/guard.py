@@ -11,19 +11,29 @@ deletion's version (Redis `_t`; DynamoDB item with `_tombstone`) for `tombstone_
   replayed older write stays deleted while a genuinely newer one (a new life of the key) is applied;
 - a write whose `expires_at_ms` is already past is stored as a tombstone (expired), not as data.
 
-Consequence (tested): without erasures, applying any permutation of a set of ops with distinct versions per
-key (exact duplicates allowed) gives the state of applying them in version order, and re-applying a batch
-changes nothing. A batch that was partly applied before a failure can be re-applied whole.
+Consequence (tested): without erasures and partial hash updates, applying any permutation of a set of ops
+with distinct versions per key (exact duplicates allowed) gives the state of applying them in version
+order. With every op kind: after applying ops in version order, replaying any of them in any order changes
+nothing, and a batch that was partly applied before a failure can be re-applied whole.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from udfs.stores.ops import DynamoDelete, RedisDelete, StoreOp
+from udfs.stores.ops import (
+    VALUE_FIELD,
+    DynamoDelete,
+    DynamoPut,
+    RedisDelete,
+    RedisHash,
+    RedisHashUpdate,
+    RedisSet,
+    StoreOp,
+)
 
 
 class Outcome(enum.Enum):
@@ -85,10 +95,27 @@ class ApplyResult:
 
 @dataclass(frozen=True)
 class Entry:
-    """What the reference store holds for a key: the version, and the op that wrote it (None: tombstone)."""
+    """What a key holds: its version, and its data (None: a tombstone).
+
+    Redis data is field → value (a `RedisSet` value under `v`); DynamoDB data is the stored item.
+    """
 
     version: int
-    op: Any | None
+    data: Mapping[str, Any] | None
+
+
+def stored_data(op: StoreOp, previous: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The data a write leaves on a key that held `previous` (None: nothing or a tombstone)."""
+    if isinstance(op, RedisSet):
+        return {VALUE_FIELD: op.value}
+    if isinstance(op, RedisHash):
+        return dict(op.fields)
+    if isinstance(op, RedisHashUpdate):
+        merged = {**(previous or {}), **op.fields}
+        return {k: v for k, v in merged.items() if k not in set(op.remove)}
+    if isinstance(op, DynamoPut):
+        return op.stored_item()
+    raise TypeError(f"{type(op).__name__} writes no data")
 
 
 class ReferenceStore:
@@ -104,13 +131,13 @@ class ReferenceStore:
             entry = self.entries.get(op.ident)
             outcome = decide(entry.version if entry else None, op, now_ms)
             if outcome is Outcome.APPLIED:
-                self.entries[op.ident] = Entry(op.version, op)
+                self.entries[op.ident] = Entry(op.version, stored_data(op, entry.data if entry else None))
             elif outcome is not Outcome.SKIPPED:
                 self.entries[op.ident] = Entry(op.version, None)
             outcomes.append(outcome)
         return ApplyResult.of(outcomes)
 
-    def live(self, ident: tuple[str, ...]) -> Any | None:
-        """The op whose data a key holds, or None (absent or tombstone)."""
+    def live(self, ident: tuple[str, ...]) -> Mapping[str, Any] | None:
+        """The data a key holds, or None (absent or tombstone)."""
         entry = self.entries.get(ident)
-        return entry.op if entry else None
+        return entry.data if entry else None

@@ -4,6 +4,7 @@
 | --- | --- | --- |
 | :class:`RedisSet` | Redis | replace the key's value (a `str` as is, anything else as JSON) |
 | :class:`RedisHash` | Redis | replace the key's hash fields (the old `replace_hash`) |
+| :class:`RedisHashUpdate` | Redis | set some hash fields and remove others, keeping the rest |
 | :class:`RedisDelete` | Redis | remove the key, keep a short-lived tombstone |
 | :class:`DynamoPut` | DynamoDB | replace the item (conditional write) |
 | :class:`DynamoDelete` | DynamoDB | remove the item, keep a short-lived tombstone item |
@@ -28,6 +29,9 @@ MAX_VERSION = 2**53 - 1
 
 RESERVED_PREFIX = "_"
 """Redis hash fields starting with this belong to the store (version marker `_v`, tombstone `_t`)."""
+
+VALUE_FIELD = "v"
+"""The Redis hash field holding the value of a :class:`RedisSet`."""
 
 
 def _check_version(version: object) -> None:
@@ -107,11 +111,10 @@ class RedisHash:
         _check_key(self.key)
         _check_version(self.version)
         _check_expiry(self.expires_at_ms)
-        bad = [f for f, v in self.fields.items()
-               if not isinstance(f, str) or not f or f.startswith(RESERVED_PREFIX) or not isinstance(v, str)]
+        _check_fields(self.fields)
+        bad = [f for f, v in self.fields.items() if not isinstance(v, str)]
         if bad:
-            raise ValueError(f"hash fields must be non-empty str names not starting with "
-                             f"{RESERVED_PREFIX!r}, with str values: {bad[:3]!r}")
+            raise ValueError(f"hash field values must be strings: {bad[:3]!r}")
 
     @property
     def ident(self) -> tuple[str, ...]:
@@ -152,6 +155,55 @@ class RedisDelete:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (inverse: :func:`op_from_dict`)."""
         return {"kind": self.kind, "op": self.op, "key": self.key, "version": self.version, "erase": self.erase}
+
+
+def _check_fields(names: Iterable[object]) -> None:
+    bad = [f for f in names if not isinstance(f, str) or not f or f.startswith(RESERVED_PREFIX)]
+    if bad:
+        raise ValueError(f"hash field names must be non-empty strings not starting with {RESERVED_PREFIX!r}: "
+                         f"{bad[:3]!r}")
+
+
+@dataclass(frozen=True)
+class RedisHashUpdate:
+    """Set some fields of a Redis hash and remove others; the other fields stay.
+
+    Unlike the whole-value ops, partial updates do not commute: the guard makes replays harmless (an update
+    not above the stored version is skipped, its effect being already there) as long as each key's updates
+    are emitted in version order by one writer, which is what a keyed operator does.
+
+    Attributes:
+        key: the Redis key (without the store's `key_prefix`).
+        fields: field → value to set (a `str` as is, anything else as JSON); names starting with `_` are
+            reserved for the store.
+        remove: fields to remove.
+        version: version of the hash after this update.
+        expires_at_ms: new absolute key expiry (epoch ms); None leaves the key's expiry as it is.
+    """
+
+    kind: ClassVar[str] = "redis"
+    op: ClassVar[str] = "update_hash"
+    key: str
+    fields: Mapping[str, Any]
+    remove: Sequence[str]
+    version: int
+    expires_at_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_key(self.key)
+        _check_version(self.version)
+        _check_expiry(self.expires_at_ms)
+        _check_fields([*self.fields, *self.remove])
+
+    @property
+    def ident(self) -> tuple[str, ...]:
+        """What the version guard is kept for: the key."""
+        return ("redis", self.key)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (inverse: :func:`op_from_dict`)."""
+        return {"kind": self.kind, "op": self.op, "key": self.key, "fields": dict(self.fields),
+                "remove": list(self.remove), "version": self.version, "expires_at_ms": self.expires_at_ms}
 
 
 def _check_item_key(table: str, key: Mapping[str, str]) -> None:
@@ -204,6 +256,13 @@ class DynamoPut:
         """What the version guard is kept for: table and key."""
         return _key_ident(self.table, self.key)
 
+    def stored_item(self) -> dict[str, Any]:
+        """The attributes the store writes: the item, the key, `version` and `expires_at` (when expiring)."""
+        item: dict[str, Any] = {**self.item, **self.key, "version": self.version}
+        if self.expires_at_ms is not None:
+            item["expires_at"] = expires_at_s(self.expires_at_ms)
+        return item
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (inverse: :func:`op_from_dict`)."""
         return {"kind": self.kind, "op": self.op, "table": self.table, "key": dict(self.key),
@@ -243,10 +302,10 @@ class DynamoDelete:
                 "version": self.version, "erase": self.erase}
 
 
-RedisOp = RedisSet | RedisHash | RedisDelete
+RedisOp = RedisSet | RedisHash | RedisHashUpdate | RedisDelete
 DynamoOp = DynamoPut | DynamoDelete
 StoreOp = RedisOp | DynamoOp
-REDIS_OPS = (RedisSet, RedisHash, RedisDelete)
+REDIS_OPS = (RedisSet, RedisHash, RedisHashUpdate, RedisDelete)
 DYNAMO_OPS = (DynamoPut, DynamoDelete)
 
 
@@ -264,16 +323,22 @@ def op_from_dict(data: Mapping[str, Any]) -> StoreOp:
 
     Accepts :meth:`as_dict` output and the plain-dict shapes of `udfs/segments/records.py`: an op with a
     `table` is a DynamoDB op; a put may omit `key` (taken from the item with the table's key schema) and
-    `version` / `expires_at_ms` (taken from the item's `version` / `expires_at_ms` / `expires_at`).
+    `version` / `expires_at_ms` (taken from the item's `version` / `expires_at_ms` / `expires_at`); Redis
+    `hupdate` is `update_hash`, and Redis `del` an erasure.
     """
     op = data["op"]
     if "table" not in data:
+        key, version, expires = data["key"], data["version"], data.get("expires_at_ms")
         if op == "set":
-            return RedisSet(data["key"], data["value"], data["version"], data.get("expires_at_ms"))
+            return RedisSet(key, data["value"], version, expires)
         if op == "replace_hash":
-            return RedisHash(data["key"], dict(data["fields"]), data["version"], data.get("expires_at_ms"))
-        if op == "delete":
-            return RedisDelete(data["key"], data["version"], bool(data.get("erase", False)))
+            return RedisHash(key, dict(data["fields"]), version, expires)
+        if op == "update_hash":
+            return RedisHashUpdate(key, dict(data["fields"]), list(data["remove"]), version, expires)
+        if op == "hupdate":
+            return RedisHashUpdate(key, dict(data.get("set", {})), list(data.get("del", [])), version, expires)
+        if op in ("delete", "del"):
+            return RedisDelete(key, version, op == "del" or bool(data.get("erase", False)))
         raise ValueError(f"unknown Redis op {op!r}")
     table = data["table"]
     if op == "delete":

@@ -1,10 +1,11 @@
 """Redis writer: version-guarded, pipelined execution of :mod:`udfs.stores.ops` Redis ops.
 
 Every key tagstream writes is a hash (layouts: `schemas/README.md`, "Store layouts"): the data fields
-(`v` = the value of a :class:`RedisSet`, or the fields of a :class:`RedisHash`) plus `_v`, the version
-that wrote them. A deletion leaves a tombstone hash holding only `_t` (its version) that expires after
-`tombstone_ttl_ms`. :data:`GUARD_LUA` applies :func:`udfs.stores.guard.decide` atomically on the server;
-key TTLs are set with PEXPIREAT to the op's `expires_at_ms`, so stale keys vanish even while the job is down.
+(`v` = the value of a :class:`RedisSet`, or the fields of a :class:`RedisHash` / :class:`RedisHashUpdate`)
+plus `_v`, the version that wrote them. A deletion leaves a tombstone hash holding only `_t` (its
+version) that expires after `tombstone_ttl_ms`. :data:`GUARD_LUA` applies :func:`udfs.stores.guard.decide`
+atomically on the server; key TTLs are set with PEXPIREAT to the op's `expires_at_ms`, so stale keys
+vanish even while the job is down.
 """
 
 from __future__ import annotations
@@ -23,16 +24,17 @@ import redis
 from redis.exceptions import NoScriptError
 
 from udfs.stores.guard import ApplyResult, Outcome
-from udfs.stores.ops import REDIS_OPS, RedisDelete, RedisOp, RedisSet, chunks
+from udfs.stores.ops import REDIS_OPS, VALUE_FIELD, RedisDelete, RedisHash, RedisOp, RedisSet, chunks
 from udfs.stores.retry import RetryPolicy, StoreError, call_with_retry
 
 PASSWORD_ENV = "TAGSTREAM_REDIS_PASSWORD"
-VALUE_FIELD, VERSION_FIELD, TOMBSTONE_FIELD = "v", "_v", "_t"
+VERSION_FIELD, TOMBSTONE_FIELD = "_v", "_t"
 
 GUARD_LUA = """
 -- tagstream version guard (udfs/stores/guard.py: decide). One key: KEYS[1].
--- ARGV: mode (w write | d delete | e erase), version, expires_at_ms ('' none), tombstone ttl ms,
---       then field, value pairs of a write. Returns 1 applied, 0 skipped, 2 deleted, 3 expired.
+-- ARGV: mode (w write | u update | d delete | e erase), version, expires_at_ms ('' none), tombstone ttl ms,
+--       then for w: field, value pairs; for u: n, n/2 field, value pairs, fields to remove.
+-- Returns 1 applied, 0 skipped, 2 deleted, 3 expired.
 local key, mode, v = KEYS[1], ARGV[1], ARGV[2]
 if mode ~= 'e' then
   local m = redis.call('HMGET', key, '_v', '_t')
@@ -40,7 +42,7 @@ if mode ~= 'e' then
   if s and tonumber(s) >= tonumber(v) then return 0 end
 end
 local outcome = 2
-if mode == 'w' then
+if mode == 'w' or mode == 'u' then
   local exp = ARGV[3]
   local live = exp == ''
   if not live then
@@ -48,8 +50,15 @@ if mode == 'w' then
     live = tonumber(exp) > tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   end
   if live then
-    redis.call('DEL', key)
-    redis.call('HSET', key, '_v', v, unpack(ARGV, 5))
+    if mode == 'w' then
+      redis.call('DEL', key)
+      redis.call('HSET', key, '_v', v, unpack(ARGV, 5))
+    else
+      local n = tonumber(ARGV[5])
+      if redis.call('HEXISTS', key, '_t') == 1 then redis.call('DEL', key) end
+      redis.call('HSET', key, '_v', v, unpack(ARGV, 6, 5 + n))
+      if #ARGV > 5 + n then redis.call('HDEL', key, unpack(ARGV, 6 + n)) end
+    end
     if exp ~= '' then redis.call('PEXPIREAT', key, exp) end
     return 1
   end
@@ -109,10 +118,13 @@ def encode_value(value: Any) -> str | bytes:
 def _argv(op: RedisOp, tombstone_ttl_ms: int) -> list[Any]:
     if isinstance(op, RedisDelete):
         return ["e" if op.erase else "d", op.version, "", tombstone_ttl_ms]
-    head = ["w", op.version, "" if op.expires_at_ms is None else op.expires_at_ms, tombstone_ttl_ms]
+    expires = "" if op.expires_at_ms is None else op.expires_at_ms
     if isinstance(op, RedisSet):
-        return [*head, VALUE_FIELD, encode_value(op.value)]
-    return [*head, *(x for kv in op.fields.items() for x in kv)]
+        return ["w", op.version, expires, tombstone_ttl_ms, VALUE_FIELD, encode_value(op.value)]
+    if isinstance(op, RedisHash):
+        return ["w", op.version, expires, tombstone_ttl_ms, *(x for kv in op.fields.items() for x in kv)]
+    pairs = [x for f, value in op.fields.items() for x in (f, encode_value(value))]
+    return ["u", op.version, expires, tombstone_ttl_ms, len(pairs), *pairs, *op.remove]
 
 
 class RedisStore:
@@ -202,7 +214,8 @@ class RedisStore:
         return None if raw is None else raw.decode()
 
     def get_hash(self, key: str) -> dict[str, str] | None:
-        """The fields of a :class:`RedisHash` key without the store's, or None (absent, deleted, expired)."""
+        """The fields of a hash key without the store's (JSON values as text), or None (absent, deleted,
+        expired)."""
         raw = self.client.execute_command("HGETALL", self.config.key_prefix + key)
         if VERSION_FIELD.encode() not in raw:
             return None
