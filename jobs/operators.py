@@ -4,10 +4,22 @@ from __future__ import annotations
 
 from pyflink.common import Types
 from pyflink.common.time import Time
-from pyflink.datastream import KeyedProcessFunction, RuntimeContext
+from pyflink.common.typeinfo import TypeInformation
+from pyflink.datastream import KeyedProcessFunction, ProcessFunction, RuntimeContext
+from pyflink.datastream.data_stream import DataStream, KeyedStream
 from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
+from pyflink.java_gateway import get_gateway
 
 from jobs.runtime import METRIC_GROUP
+
+
+def state_ttl(ttl_ms: int) -> StateTtlConfig:
+    """A processing-time state TTL refreshed on every write; expired values are never returned and are
+    removed by RocksDB compaction."""
+    return StateTtlConfig.new_builder(Time.milliseconds(ttl_ms)) \
+        .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite) \
+        .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired) \
+        .cleanup_in_rocksdb_compact_filter(1000).build()
 
 
 class FirstByKey(KeyedProcessFunction):
@@ -30,11 +42,7 @@ class FirstByKey(KeyedProcessFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         descriptor = ValueStateDescriptor("seen", Types.BOOLEAN())
-        ttl = StateTtlConfig.new_builder(Time.milliseconds(self.horizon_ms)) \
-            .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite) \
-            .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired) \
-            .cleanup_in_rocksdb_compact_filter(1000).build()
-        descriptor.enable_time_to_live(ttl)
+        descriptor.enable_time_to_live(state_ttl(self.horizon_ms))
         self.seen = runtime_context.get_state(descriptor)
         group = runtime_context.get_metrics_group().add_group(METRIC_GROUP)
         self.forwarded = group.counter(self.metric_names[0])
@@ -47,3 +55,72 @@ class FirstByKey(KeyedProcessFunction):
         self.seen.update(True)
         self.forwarded.inc()
         yield value[1]
+
+
+class ApplyStoreOps(ProcessFunction):
+    """Executes store ops (JSON of `udfs.stores.ops`) against Redis and DynamoDB, one element at a time.
+
+    Each element's ops are written synchronously, so everything received before a checkpoint barrier is
+    stored before the barrier passes (PyFlink gives Python functions no pre-barrier hook to flush a batch).
+    Writes are version-guarded, so a replay after a restart is harmless. Nothing is emitted.
+
+    Args:
+        options: where to write (`jobs.runtime.StoreOptions`); Redis ops are dropped without a Redis URL.
+    """
+
+    def __init__(self, options):
+        self.options = options
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        from udfs.stores.dynamo_store import DynamoConfig, DynamoStore
+        from udfs.stores.redis_store import RedisConfig, RedisStore
+
+        opts = self.options
+        self.redis = RedisStore(RedisConfig(url=opts.redis_url)) if opts.redis_url else None
+        self.dynamo = DynamoStore(DynamoConfig(endpoint_url=opts.dynamodb_endpoint, region=opts.dynamodb_region)) \
+            if opts.dynamodb else None
+        group = runtime_context.get_metrics_group().add_group(METRIC_GROUP)
+        self.counters = {name: group.counter(f"store_{name}") for name in ("applied", "skipped", "deleted", "expired")}
+
+    def close(self) -> None:
+        for store in (self.redis, self.dynamo):
+            if store is not None:
+                store.close()
+
+    def process_element(self, value, ctx):
+        import orjson
+
+        from udfs.stores.ops import REDIS_OPS, op_from_dict
+
+        op = op_from_dict(orjson.loads(value))
+        store = self.redis if isinstance(op, REDIS_OPS) else self.dynamo
+        if store is None:
+            return
+        result = store.apply([op])
+        for name, counter in self.counters.items():
+            counter.inc(getattr(result, name))
+        yield from ()
+
+
+def key_by_first_field(stream: DataStream, value_type: TypeInformation) -> KeyedStream:
+    """Keys a stream of `Row(key, value)` by its first field; the keyed function sees `value` only.
+
+    `DataStream.key_by(selector)` runs the selector in an extra Python operator (at the default
+    parallelism, behind a rebalance) that builds exactly this `Row(key, value)`. An operator that already
+    emits it is keyed here directly with PyFlink's own Java key selector (the same one `key_by` uses): one
+    Python operator less per record, and records of a key keep their order from a source of any
+    parallelism (which makes late and out-of-order handling deterministic in tests at any parallelism).
+
+    Args:
+        stream: rows `Row(key: str, value)`.
+        value_type: type of `value`.
+    """
+    selector = get_gateway().jvm.KeyByKeySelector()
+    keyed = stream._j_data_stream.keyBy(selector, Types.ROW([Types.STRING()]).get_java_type_info())
+    return KeyedStream(keyed, value_type, stream)
+
+
+def parallelism_of(stream: DataStream) -> int | None:
+    """The parallelism set on a stream's operator, or None when it uses the environment's default."""
+    parallelism = stream._j_data_stream.getParallelism()
+    return parallelism if parallelism > 0 else None

@@ -16,7 +16,8 @@ from pyflink.common.serialization import SimpleStringSchema
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.datastream.connectors.base import DeliveryGuarantee
 from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
-from pyflink.table import StreamTableEnvironment
+from pyflink.table import DataTypes, Schema, StreamTableEnvironment
+from pyflink.table.expressions import col
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 METRIC_GROUP = "tagstream"
@@ -27,6 +28,10 @@ RAW_RECORD_TYPE = Types.ROW_NAMED(
     RAW_RECORD_FIELDS,
     [Types.STRING(), Types.INT(), Types.LONG(), Types.LONG(), Types.PRIMITIVE_ARRAY(Types.BYTE())],
 )
+# A record for `kafka_keyed_sink`: target topic, Kafka key and value, all strings.
+KAFKA_RECORD_TYPE = Types.ROW_NAMED(["topic", "key", "value"], [Types.STRING(), Types.STRING(), Types.STRING()])
+# A bounded input for `with_event_time`: the record value and its event time.
+TIMED_VALUE_TYPE = Types.ROW_NAMED(["value", "ts_ms"], [Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.LONG()])
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,13 @@ def create_env(options: RuntimeOptions) -> StreamExecutionEnvironment:
     return env
 
 
+def table_env(env: StreamExecutionEnvironment) -> StreamTableEnvironment:
+    """A Table API environment on `env` (UTC session time zone), for Kafka tables and SQL."""
+    t_env = StreamTableEnvironment.create(env)
+    t_env.get_config().set("table.local-time-zone", "UTC")
+    return t_env
+
+
 def kafka_raw_source(env: StreamExecutionEnvironment, bootstrap: str, topic: str, group_id: str,
                      properties: dict[str, str] | None = None, name: str = "kafka-source") -> DataStream:
     """Reads a topic as raw records: topic, partition, offset, Kafka timestamp and the value bytes.
@@ -94,35 +106,71 @@ def kafka_raw_source(env: StreamExecutionEnvironment, bootstrap: str, topic: str
     and never decodes the value (invalid UTF-8 must reach the validator untouched). Offsets are committed
     on checkpoints; a new consumer group starts from the earliest offset.
     """
-    t_env = StreamTableEnvironment.create(env)
-    extra = "".join(f",\n  'properties.{k}' = '{_sql_str(v)}'" for k, v in (properties or {}).items())
-    table = f"raw_{name.replace('-', '_')}"
-    t_env.execute_sql(f"""
-        CREATE TEMPORARY TABLE {table} (
-          `topic` STRING METADATA VIRTUAL,
-          `partition` INT METADATA VIRTUAL,
-          `offset` BIGINT METADATA VIRTUAL,
-          `kafka_ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
-          `value` BYTES
-        ) WITH (
-          'connector' = 'kafka',
-          'topic' = '{_sql_str(topic)}',
-          'properties.bootstrap.servers' = '{_sql_str(bootstrap)}',
-          'properties.group.id' = '{_sql_str(group_id)}',
-          'properties.auto.offset.reset' = 'earliest',
-          'properties.isolation.level' = 'read_committed',
-          'scan.startup.mode' = 'group-offsets',
-          'format' = 'raw'{extra}
-        )""")
+    t_env = table_env(env)
+    table = _kafka_source_table(t_env, bootstrap, topic, group_id, properties, name)
     # The Kafka timestamp leaves SQL as epoch milliseconds: a TIMESTAMP_LTZ would reach thread-mode Python
     # as an unconverted Java Instant. (TIMESTAMPDIFF returns INT, so minutes, not seconds, avoid 2038.)
-    t_env.get_config().set("table.local-time-zone", "UTC")
     rows = t_env.sql_query(
         "SELECT `topic`, `partition`, `offset`, "
         "CAST(TIMESTAMPDIFF(MINUTE, TO_TIMESTAMP_LTZ(0, 3), `kafka_ts`) AS BIGINT) * 60000"
         " + EXTRACT(SECOND FROM `kafka_ts`) * 1000 + EXTRACT(MILLISECOND FROM `kafka_ts`) AS `kafka_ts`, "
         f"`value` FROM {table}")
     return t_env.to_data_stream(rows)
+
+
+def kafka_event_source(t_env: StreamTableEnvironment, bootstrap: str, topic: str, group_id: str,
+                       event_time: EventTime, properties: dict[str, str] | None = None,
+                       name: str = "kafka-events") -> DataStream:
+    """Reads a topic of JSON records as `(value, rowtime)` rows carrying event-time timestamps and watermarks.
+
+    The rowtime is computed in SQL from the JSON field `event_time.field` (epoch ms; the Kafka record time
+    when absent or not a number, or always when `field` is None), with a bounded-out-of-orderness watermark
+    generated per partition inside the source and `scan.watermark.idle-timeout`, so that idle partitions
+    do not hold the watermark back. `to_data_stream` hands timestamps and watermarks to the next (Python)
+    operator: no extra operator assigns them. The `rowtime` column reaches thread-mode Python as a Java
+    object; read the timestamp from the context (`ctx.timestamp()`) instead.
+    """
+    ts = "`kafka_ts`"
+    if event_time.field is not None:
+        path = _sql_str(f"$.{event_time.field}")
+        ts = f"COALESCE(TO_TIMESTAMP_LTZ(TRY_CAST(JSON_VALUE(CAST(`value` AS STRING), '{path}') AS BIGINT), 3), {ts})"
+    extra_columns = (f"`rowtime` AS {ts}",
+                     f"WATERMARK FOR `rowtime` AS `rowtime` - {_interval_sql(event_time.out_of_orderness_ms)}")
+    options = {"scan.watermark.idle-timeout": f"{event_time.idle_timeout_ms} ms"}
+    table = _kafka_source_table(t_env, bootstrap, topic, group_id, properties, name, extra_columns, options)
+    return t_env.to_data_stream(t_env.sql_query(f"SELECT `value`, `rowtime` FROM {table}"))
+
+
+def with_event_time(t_env: StreamTableEnvironment, rows: DataStream, out_of_orderness_ms: int) -> DataStream:
+    """Gives a stream of `(value BYTES, ts_ms BIGINT)` rows the shape and time of :func:`kafka_event_source`.
+
+    For bounded collections (tests, replays): the watermark is generated in SQL like the Kafka source's,
+    after every record that moves it by more than the auto-watermark interval, so a late record is late
+    deterministically.
+    """
+    schema = Schema.new_builder().column("value", DataTypes.BYTES()).column("ts_ms", DataTypes.BIGINT()) \
+        .column_by_expression("rowtime", "TO_TIMESTAMP_LTZ(ts_ms, 3)") \
+        .watermark("rowtime", f"rowtime - {_interval_sql(out_of_orderness_ms)}").build()
+    table = t_env.from_data_stream(rows, schema)
+    return t_env.to_data_stream(table.select(col("value"), col("rowtime")))
+
+
+def _kafka_source_table(t_env: StreamTableEnvironment, bootstrap: str, topic: str, group_id: str,
+                        properties: dict[str, str] | None, name: str, extra_columns: tuple[str, ...] = (),
+                        options: dict[str, str] | None = None) -> str:
+    """Creates a temporary raw-format Kafka table with metadata columns; returns its name."""
+    table = f"raw_{name.replace('-', '_').replace('.', '_')}"
+    columns = ",\n          ".join(("`topic` STRING METADATA VIRTUAL", "`partition` INT METADATA VIRTUAL",
+                                     "`offset` BIGINT METADATA VIRTUAL",
+                                     "`kafka_ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL",
+                                     "`value` BYTES", *extra_columns))
+    settings = {"connector": "kafka", "topic": topic, "properties.bootstrap.servers": bootstrap,
+                "properties.group.id": group_id, "properties.auto.offset.reset": "earliest",
+                "properties.isolation.level": "read_committed", "scan.startup.mode": "group-offsets",
+                "format": "raw", **(options or {}),
+                **{f"properties.{k}": v for k, v in (properties or {}).items()}}
+    t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} (\n          {columns}\n        ) WITH ({_with(settings)})")
+    return table
 
 
 def kafka_string_sink(bootstrap: str, topic: str, exactly_once: bool, transactional_prefix: str,
@@ -156,6 +204,31 @@ def _sql_str(value: str) -> str:
     return value.replace("'", "''")
 
 
+def _with(settings: dict[str, str]) -> str:
+    return ", ".join(f"'{_sql_str(k)}' = '{_sql_str(v)}'" for k, v in settings.items())
+
+
+def _interval_sql(ms: int) -> str:
+    """A SQL day-time interval of `ms` milliseconds (interval literals cap their leading field at 2 digits)."""
+    return f"INTERVAL '0.001' SECOND * {int(ms)}"
+
+
+@dataclass(frozen=True)
+class EventTime:
+    """How a source derives event time (flags of the same names).
+
+    Attributes:
+        field: top-level JSON field holding the event time in epoch ms (None: the Kafka record time).
+        out_of_orderness_ms: the watermark trails the highest event time seen by this much.
+        idle_timeout_ms: a partition without records for this long stops holding the watermark back; also
+            the silence after which an idle clock (`udfs/clock.py`) lets event time follow the wall clock.
+    """
+
+    field: str | None = "ts_ms"
+    out_of_orderness_ms: int = 5000
+    idle_timeout_ms: int = 1000
+
+
 def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     """Adds the flags every job has (see :class:`RuntimeOptions`)."""
     group = parser.add_argument_group("runtime")
@@ -180,6 +253,16 @@ def add_kafka_flags(parser: argparse.ArgumentParser) -> None:
                             "$TAGSTREAM_KAFKA_SASL_JAAS_CONFIG instead of a flag")
     group.add_argument("--exactly-once", action="store_true",
                        help="transactional Kafka writes committed on checkpoints (default: at-least-once)")
+
+
+def add_event_time_flags(parser: argparse.ArgumentParser) -> None:
+    """Adds the event-time flags of jobs that work in event time (see :class:`EventTime`)."""
+    group = parser.add_argument_group("event time")
+    group.add_argument("--out-of-orderness", type=parse_duration_ms, default=EventTime.out_of_orderness_ms,
+                       help="watermark delay behind the highest event time seen per partition (default 5s)")
+    group.add_argument("--idle-timeout", type=parse_duration_ms, default=EventTime.idle_timeout_ms,
+                       help="silence after which a partition stops holding the watermark back and, when the "
+                            "whole input is silent, event time follows the wall clock (default 1s)")
 
 
 def runtime_options(args: argparse.Namespace) -> RuntimeOptions:
@@ -213,3 +296,80 @@ def parse_duration_ms(text: str) -> int:
     if text.isdigit():
         return int(text)
     raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 500ms, 5s, 10m, 24h, 7d)")
+
+
+def kafka_string_source(env: StreamExecutionEnvironment, bootstrap: str, topic: str, group_id: str,
+                        properties: dict[str, str] | None = None, name: str = "kafka-source") -> DataStream:
+    """Reads a topic of UTF-8 records (JSON documents written by tagstream jobs) as strings.
+
+    Built on :func:`kafka_raw_source`; the decoding operator is named `decode-<name>` (uid likewise).
+    """
+    raw = kafka_raw_source(env, bootstrap, topic, group_id, properties, name)
+    return raw.map(lambda row: bytes(row[4]).decode("utf-8"), output_type=Types.STRING()) \
+        .name(f"decode-{name}").uid(f"decode-{name}")
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """Where a job's store writer writes (flags of the same names); secrets come from the environment.
+
+    Attributes:
+        redis_url: `redis://host:port/db` (password from `TAGSTREAM_REDIS_PASSWORD`), None: no Redis.
+        dynamodb_endpoint: DynamoDB endpoint URL (DynamoDB Local), None: AWS's.
+        dynamodb_region: AWS region (credentials from the boto3 chain).
+        dynamodb: write DynamoDB ops (False: they are dropped).
+    """
+
+    redis_url: str | None = None
+    dynamodb_endpoint: str | None = None
+    dynamodb_region: str | None = None
+    dynamodb: bool = True
+
+
+def add_store_flags(parser: argparse.ArgumentParser) -> None:
+    """Adds the Redis / DynamoDB flags of jobs that write to the stores (see :class:`StoreOptions`)."""
+    group = parser.add_argument_group("stores")
+    group.add_argument("--redis-url", default=os.environ.get("TAGSTREAM_REDIS_URL"),
+                       help="Redis URL, e.g. redis://127.0.0.1:6379/0 (default $TAGSTREAM_REDIS_URL; unset: no "
+                            "store writes); the password comes from $TAGSTREAM_REDIS_PASSWORD")
+    group.add_argument("--dynamodb-endpoint", default=os.environ.get("TAGSTREAM_DYNAMODB_ENDPOINT"),
+                       help="DynamoDB endpoint, e.g. http://127.0.0.1:8000 for DynamoDB Local "
+                            "(default $TAGSTREAM_DYNAMODB_ENDPOINT, else AWS); credentials: the boto3 chain")
+    group.add_argument("--dynamodb-region", default=os.environ.get("AWS_REGION"),
+                       help="AWS region of DynamoDB (default $AWS_REGION)")
+    group.add_argument("--no-dynamodb", action="store_true", help="do not write DynamoDB (Redis only)")
+
+
+def store_options(args: argparse.Namespace) -> StoreOptions:
+    """The :class:`StoreOptions` given by parsed flags."""
+    return StoreOptions(redis_url=args.redis_url, dynamodb_endpoint=args.dynamodb_endpoint,
+                        dynamodb_region=args.dynamodb_region, dynamodb=not args.no_dynamodb)
+
+
+def kafka_keyed_sink(env: StreamExecutionEnvironment, records: DataStream, bootstrap: str, exactly_once: bool,
+                     transactional_prefix: str, properties: dict[str, str] | None = None,
+                     name: str = "kafka-sink") -> None:
+    """Produces `(topic, key, value)` string rows (:data:`KAFKA_RECORD_TYPE`) to their topics, keyed.
+
+    PyFlink's DataStream `KafkaSink` can only serialize the whole element as the key, so keyed records go
+    through the Table API's Kafka connector: the writable `topic` metadata column picks the topic, `raw`
+    key and value formats carry the strings (value None: a tombstone). Kafka partitions by the key, so one
+    key's records stay in order. Delivery as :func:`kafka_string_sink`. The sink shows in the Flink UI as
+    `kafka_sink_<name>`; Table operators get generated ids, not `uid`s.
+    """
+    t_env = table_env(env)
+    table = f"kafka_sink_{name.replace('-', '_').replace('.', '_')}"
+    props = {"max.request.size": str(8 * 1024 * 1024), "linger.ms": "5", **(properties or {})}
+    settings = {"connector": "kafka", "properties.bootstrap.servers": bootstrap,
+                "key.format": "raw", "key.fields": "key", "value.format": "raw",
+                "value.fields-include": "EXCEPT_KEY",
+                "sink.delivery-guarantee": "exactly-once" if exactly_once else "at-least-once"}
+    if exactly_once:
+        settings["sink.transactional-id-prefix"] = transactional_prefix
+        props.setdefault("transaction.timeout.ms", str(15 * 60 * 1000))
+    settings.update({f"properties.{k}": v for k, v in props.items()})
+    t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} (`topic` STRING METADATA, `key` STRING, `value` STRING) "
+                      f"WITH ({_with(settings)})")
+    statements = t_env.create_statement_set()
+    statements.add_insert(table, t_env.from_data_stream(records))
+    statements.attach_as_datastream()

@@ -41,6 +41,12 @@ class JobSpec:
 
 JOBS: tuple[JobSpec, ...] = (
     JobSpec("ingest", "tagstream-ingest", "jobs/ingest.py", lambda p: ["--bootstrap", p.bootstrap]),
+    JobSpec("identity", "tagstream-identity", "jobs/identity.py",
+            lambda p: ["--bootstrap", p.bootstrap, "--redis-url", f"redis://127.0.0.1:{p.redis}/0",
+                       "--dynamodb-endpoint", f"http://127.0.0.1:{p.dynamodb}", "--dynamodb-region", "us-east-1"]),
+    JobSpec("sessions", "tagstream-sessions", "jobs/sessions.py",
+            lambda p: ["--bootstrap", p.bootstrap, "--redis-url", f"redis://127.0.0.1:{p.redis}/0",
+                       "--dynamodb-endpoint", f"http://127.0.0.1:{p.dynamodb}", "--dynamodb-region", "us-east-1"]),
 )
 
 
@@ -84,13 +90,21 @@ def wait_running(ports: Ports, job_id: str, timeout_s: float = 180) -> None:
     raise TimeoutError(f"job {job_id} is still {state} after {timeout_s:.0f} s")
 
 
-def submit(stack, spec: JobSpec, extra_args: list[str] | None = None) -> str:
-    """Submits one job detached with `flink run -py` unless it already runs; returns its job id."""
+def submit(stack, spec: JobSpec, extra_args: list[str] | None = None, flink_options: list[str] | None = None
+           ) -> str:
+    """Submits one job detached with `flink run -py` unless it already runs; returns its job id.
+
+    Args:
+        stack: the local stack (tools.stack.Stack).
+        spec: the job.
+        extra_args: more job flags (after the spec's own).
+        flink_options: `flink run` options, e.g. ["-s", savepoint, "-p", "2"].
+    """
     existing = running_jobs(stack.ports).get(spec.name)
     if existing:
         return existing
     python = sys.executable
-    args = ["run", "--detached", "-pyclientexec", python, "-pyexec", python,
+    args = ["run", "--detached", *(flink_options or []), "-pyclientexec", python, "-pyexec", python,
             "-py", str(REPO_ROOT / spec.script), *spec.args(stack.ports), *(extra_args or [])]
     done = stack.flink(*args)
     output = f"{done.stdout}\n{done.stderr}"
@@ -100,6 +114,38 @@ def submit(stack, spec: JobSpec, extra_args: list[str] | None = None) -> str:
     job_id = found.group(1)
     wait_running(stack.ports, job_id)
     return job_id
+
+
+def stop_with_savepoint(stack, job_id: str, directory: Path, timeout_s: float = 300) -> str:
+    """Stops a job gracefully with `flink stop --savepointPath`; returns the savepoint's path."""
+    done = stack.flink("stop", "--savepointPath", str(directory), job_id, timeout=timeout_s)
+    found = re.search(r"Savepoint completed\. Path: (\S+)", f"{done.stdout}\n{done.stderr}")
+    if done.returncode != 0 or not found:
+        output = f"{done.stdout}\n{done.stderr}"
+        raise RuntimeError(f"flink stop {job_id} failed (exit {done.returncode}):\n{output[-4000:]}")
+    return found.group(1)
+
+
+def operator_metrics(ports: Ports, job_id: str, group: str = "tagstream") -> dict[str, int]:
+    """Sums the job's counters of one operator metric group over all vertices and subtasks."""
+    totals: dict[str, int] = {}
+    marker = f".{group}."
+    for vertex in rest(ports, f"/jobs/{job_id}")["vertices"]:
+        base = f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics"
+        names = [m["id"] for m in rest(ports, base) if marker in m["id"]]
+        if not names:
+            continue
+        for metric in rest(ports, f"{base}?get={','.join(names)}&agg=sum"):
+            totals[metric["id"].split(marker, 1)[1]] = int(float(metric["sum"]))
+    return totals
+
+
+def num_restarts(ports: Ports, job_id: str) -> int:
+    """How often the job restarted (its `numRestarts` metric; the exception history if that is missing)."""
+    got = rest(ports, f"/jobs/{job_id}/metrics?get=numRestarts")
+    if got:
+        return int(float(got[0]["value"]))
+    return len(rest(ports, f"/jobs/{job_id}/exceptions").get("exceptionHistory", {}).get("entries", []))
 
 
 def cancel(ports: Ports, job_id: str) -> None:

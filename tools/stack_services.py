@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import urllib.request
@@ -109,6 +110,16 @@ class Layout:
         """FLINK_LIB_DIR: the wheel's lib/ plus opt/flink-python (see `link_flink_lib`)."""
         return self.flink_dir / "lib"
 
+    def pii_key(self) -> str:
+        """The local stack's PII key: `.run/<profile>/pii.key`, generated (random, mode 0600) on first use."""
+        path = self.run_dir / "pii.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+        return path.read_text().strip()
+
     def flink_env(self) -> dict[str, str]:
         """Environment for Flink's scripts (jobmanager.sh, taskmanager.sh, flink) against this stack."""
         env = dict(os.environ)
@@ -126,6 +137,8 @@ class Layout:
             "PYTHONPATH": os.pathsep.join(python_path),
             "PATH": os.pathsep.join([str(self.venv / "bin"), env.get("PATH", "")]),
         })
+        # The identity job's HMAC key of PII: the caller's, else this stack's generated one (never committed).
+        env.setdefault("TAGSTREAM_PII_KEY", self.pii_key())
         # Flink's config.sh exports an empty JAVA_HOME when there is none, and PyFlink then looks for
         # "bin/java" when a UDF in the TaskManager needs a Java gateway: give it the real one.
         if not env.get("JAVA_HOME") and (java := shutil.which("java")):

@@ -42,6 +42,10 @@ TOPICS: tuple[Topic, ...] = (
     Topic("person-merges", 4, "Identity merges: absorbed person -> surviving person."),
     Topic("profiles", 4, "Profile changelog."),
     Topic("erasures", 1, "Erasure audit records, without PII."),
+    Topic("events.identified", 4, "Valid events annotated with their canonical person_id (PII hashed or omitted), "
+          "keyed by person (jobs/identity.py)."),
+    Topic("identity-loop", 4, "Internal loopback of the identity job's keyed stages (carries matching features: "
+          "restricted ACLs, short retention).", {"retention.ms": str(24 * 3600 * 1000)}),
 )
 
 

@@ -12,6 +12,8 @@ import pytest
 # repo. The JVM is started lazily by the first execution environment and inherits this environment.
 _inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
 os.environ["PYTHONPATH"] = os.pathsep.join([sysconfig.get_paths()["purelib"], os.getcwd(), *_inherited])
+# The identity job hashes PII with this key (read by its operators inside the JVM, which inherits it).
+os.environ.setdefault("TAGSTREAM_PII_KEY", "pipeline-test-pii-key-0123456789")
 
 
 @pytest.fixture(params=[1, 2], ids=["p1", "p2"])

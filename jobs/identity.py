@@ -1,0 +1,316 @@
+"""Identity & profiles job: a canonical person id on every event, merged profiles, consent and erasure.
+
+    events.valid ─► ingest-events ─┐                                  ┌─► identity-loop (Kafka, read back)
+                                   ├─► key by stage+key ─► identity-stages ─► outputs: events.identified,
+    identity-loop ─► decode-loop ──┘   (directory | component | blocks)        person-merges, profiles, erasures
+                                                                           └─► store ops ─► apply-store-ops
+                                                                                            (Redis, DynamoDB)
+
+The three keyed stages of `udfs/identity/routing.py` run in one keyed operator whose key is
+`stage \\x1f key`; messages a stage sends to other keys travel through the loopback topic `identity-loop`
+(Flink has no Python iteration). docs/identity.md, "Flink topology", explains the design.
+
+Run it in a MiniCluster (`python jobs/identity.py --bootstrap ...`) or on a cluster
+(`flink run -py jobs/identity.py -- --bootstrap ...`); `--help` lists every flag. The HMAC key of PII
+comes from `TAGSTREAM_PII_KEY` only (client and TaskManagers); the job fails at once without it.
+
+Metrics (operator metric group `tagstream`): `events_in`, `identified`, `links`, `merges`, `splits`,
+`refused_merges`, `review_candidates`, `erasures`, `loop_messages`, `kafka_outputs`, `store_ops`
+(and `store_applied`, `store_skipped`, `store_deleted`, `store_expired` in the store writer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script (flink run -py): make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import orjson
+from pyflink.common import Row, Types
+from pyflink.common.time import Time
+from pyflink.datastream import DataStream, KeyedProcessFunction, OutputTag, ProcessFunction, RuntimeContext
+from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
+
+from jobs import runtime
+from jobs.operators import ApplyStoreOps
+from udfs.identity.config import (
+    IDENTITY_CONFIG_PATH,
+    PROFILE_POLICIES_PATH,
+    IdentityConfig,
+    ProfilePolicies,
+    load_identity_config,
+    load_profile_policies,
+)
+from udfs.identity.engine import Settings
+from udfs.identity.pii import PII_KEY_ENV, PiiHasher, PiiKeyMissing
+from udfs.identity.records import DEFAULT_TOPICS, IDENTIFIED, KafkaRecord, topic_name
+from udfs.identity.routing import BLOCKS, COMPONENT, DIRECTORY, Block, Entry, Message, Slot, ingest, step
+
+KAFKA_OUTPUTS = OutputTag("kafka-records", runtime.KAFKA_RECORD_TYPE)
+STORE_OPS = OutputTag("store-ops", Types.STRING())
+ROUTE_SEP = "\x1f"
+_DAY_MS = 86_400_000
+_STATE_CLASSES = {DIRECTORY: Entry, COMPONENT: Slot, BLOCKS: Block}
+# kind of a `person-merges` / `erasures` record -> counter
+_KIND_METRICS = {"merge": "merges", "split": "splits", "refused": "refused_merges",
+                 "review": "review_candidates", "erasure": "erasures"}
+
+
+@dataclass(frozen=True)
+class IdentityJobConfig:
+    """Settings of the identity stages (parsed on the client, shipped with the job graph; no secrets).
+
+    Attributes:
+        identity: identifier types, limits, matching, topics, stores (`flink-conf/identity.yaml`).
+        policies: profile attribute policies (`flink-conf/profile-policies.yaml`).
+        forward_ttl_ms: state TTL of a component's forward pointer (messages in flight must find it).
+    """
+
+    identity: IdentityConfig = field(default_factory=load_identity_config)
+    policies: ProfilePolicies = field(default_factory=load_profile_policies)
+    forward_ttl_ms: int = _DAY_MS
+
+    def stage_ttl_ms(self) -> dict[str, int]:
+        """Idle-state TTL per stage: directory entries live as long as tombstones or profiles, components
+        and blocks as long as profiles (forward pointers are short-lived: :attr:`forward_ttl_ms`)."""
+        profile_ms = max(self.identity.stores.profile_ttl_days, 1) * _DAY_MS
+        tombstone_ms = max(self.identity.erase_tombstone_days, 1) * _DAY_MS
+        return {DIRECTORY: max(profile_ms, tombstone_ms), COMPONENT: profile_ms, BLOCKS: profile_ms}
+
+
+@dataclass(frozen=True)
+class IdentityStreams:
+    """The identity stage's outputs.
+
+    Attributes:
+        loop: messages to other keys (JSON strings): produce them to the loopback topic, which feeds the
+            `loop` input of :func:`build_identity`.
+        kafka: Kafka records as `(topic, key, value)` rows (`runtime.KAFKA_RECORD_TYPE`), keyed by person;
+            value None is a tombstone (`profiles` of absorbed or erased persons).
+        store_ops: store ops as JSON strings (`udfs.stores.ops.op_from_dict`), for :class:`ApplyStoreOps`.
+    """
+
+    loop: DataStream
+    kafka: DataStream
+    store_ops: DataStream
+
+
+def load_settings(config: IdentityJobConfig) -> Settings:
+    """The core's settings, with the PII key from the environment.
+
+    Raises:
+        PiiKeyMissing: `TAGSTREAM_PII_KEY` is unset or too short.
+    """
+    return Settings(config.identity, config.policies, PiiHasher.from_env())
+
+
+def route_key(message_json: str) -> str:
+    """The key of a message's stage instance: `stage \\x1f key`."""
+    data = orjson.loads(message_json)
+    return f"{data['stage']}{ROUTE_SEP}{data['key']}"
+
+
+class IngestEvents(ProcessFunction):
+    """Observes each valid event (stateless) and emits its first messages (to the directory of its anchor)."""
+
+    def __init__(self, config: IdentityJobConfig):
+        self.config = config
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.settings = load_settings(self.config)
+        group = runtime_context.get_metrics_group().add_group(runtime.METRIC_GROUP)
+        self.events_in = group.counter("events_in")
+        self.unreadable = group.counter("unreadable_events")
+
+    def process_element(self, value, ctx):
+        self.events_in.inc()
+        try:
+            event = orjson.loads(value)
+            messages = ingest(event, self.settings)
+        except (ValueError, KeyError, TypeError):  # events.valid holds contract events; count, never crash
+            self.unreadable.inc()
+            return
+        for msg in messages:
+            yield msg.to_bytes().decode("utf-8")
+
+
+def _ttl_state(name: str, ttl_ms: int) -> ValueStateDescriptor:
+    descriptor = ValueStateDescriptor(name, Types.STRING())
+    ttl = StateTtlConfig.new_builder(Time.milliseconds(ttl_ms)) \
+        .set_update_type(StateTtlConfig.UpdateType.OnReadAndWrite) \
+        .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired) \
+        .cleanup_in_rocksdb_compact_filter(1000).build()
+    descriptor.enable_time_to_live(ttl)
+    return descriptor
+
+
+class IdentityStages(KeyedProcessFunction):
+    """One instance per `(stage, key)`: loads the stage state, calls the core's `step`, stores the state.
+
+    State is JSON text in a `ValueState` per stage (a key only ever uses its stage's), with idle TTLs
+    (:meth:`IdentityJobConfig.stage_ttl_ms`). Messages to other keys leave on the main output (the loop);
+    Kafka records and store ops on the side outputs :data:`KAFKA_OUTPUTS` and :data:`STORE_OPS`.
+    """
+
+    def __init__(self, config: IdentityJobConfig):
+        self.config = config
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.settings = load_settings(self.config)
+        self.identified_topic = topic_name(self.config.identity, IDENTIFIED)
+        ttls = self.config.stage_ttl_ms()
+        self.states = {stage: runtime_context.get_state(_ttl_state(stage, ttl)) for stage, ttl in ttls.items()}
+        self.forward = runtime_context.get_state(_ttl_state("forward", self.config.forward_ttl_ms))
+        group = runtime_context.get_metrics_group().add_group(runtime.METRIC_GROUP)
+        self.counters = {name: group.counter(name) for name in (
+            "identified", "links", "loop_messages", "kafka_outputs", "store_ops", *_KIND_METRICS.values())}
+
+    def _load(self, stage: str):
+        raw = self.states[stage].value()
+        if raw is None and stage == COMPONENT:
+            raw = self.forward.value()
+        return _STATE_CLASSES[stage].from_dict(orjson.loads(raw)) if raw is not None else None
+
+    def _store(self, stage: str, state) -> None:
+        data = state.to_dict()
+        if data == _STATE_CLASSES[stage]().to_dict():  # nothing left (e.g. after an erasure)
+            self.states[stage].clear()
+            if stage == COMPONENT:
+                self.forward.clear()
+        elif stage == COMPONENT and state.forward is not None:  # short-lived pointer, state dropped
+            self.states[stage].clear()
+            self.forward.update(orjson.dumps(data).decode("utf-8"))
+        else:
+            self.states[stage].update(orjson.dumps(data).decode("utf-8"))
+
+    def process_element(self, value, ctx):
+        msg = Message.from_bytes(value.encode("utf-8"))
+        state = self._load(msg.stage)
+        links_before = _link_count(state)
+        state, messages, outputs = step(state, msg, self.settings)
+        self._store(msg.stage, state)
+        if msg.kind != "ship":  # a ship moves links between components: not new ones
+            self.counters["links"].inc(max(_link_count(state) - links_before, 0))
+        for out in messages:
+            self.counters["loop_messages"].inc()
+            yield out.to_bytes().decode("utf-8")
+        for out in outputs:
+            if isinstance(out, KafkaRecord):
+                self._count(out)
+                value_json = None if out.value is None else orjson.dumps(out.value).decode("utf-8")
+                yield KAFKA_OUTPUTS, Row(out.topic, out.key, value_json)
+            else:
+                self.counters["store_ops"].inc()
+                yield STORE_OPS, orjson.dumps(out.as_dict()).decode("utf-8")
+
+    def _count(self, record: KafkaRecord) -> None:
+        self.counters["kafka_outputs"].inc()
+        if record.value is None:
+            return
+        if record.topic == self.identified_topic:
+            self.counters["identified"].inc()
+            return
+        metric = _KIND_METRICS.get(record.value.get("kind"))
+        if metric:
+            self.counters[metric].inc()
+
+
+def _link_count(state) -> int:
+    inner = getattr(state, "state", None)
+    return len(inner.graph.links) if inner is not None else 0
+
+
+def build_identity(events: DataStream, loop: DataStream, config: IdentityJobConfig) -> IdentityStreams:
+    """Builds the keyed identity stages on valid events and the loopback messages.
+
+    Args:
+        events: valid contract events as JSON strings (`events.valid`).
+        loop: the messages of :attr:`IdentityStreams.loop`, read back (a Kafka topic in production, any
+            feedback in tests).
+        config: identity configuration.
+
+    Returns:
+        The loop messages, the Kafka records and the store ops.
+    """
+    first = events.process(IngestEvents(config), output_type=Types.STRING()) \
+        .name("ingest-events").uid("identity-ingest-events")
+    staged = first.union(loop).key_by(route_key, key_type=Types.STRING()) \
+        .process(IdentityStages(config), output_type=Types.STRING()) \
+        .name("identity-stages").uid("identity-stages")
+    return IdentityStreams(loop=staged, kafka=staged.get_side_output(KAFKA_OUTPUTS),
+                           store_ops=staged.get_side_output(STORE_OPS))
+
+
+def require_pii_key() -> None:
+    """Fails with a clear message when `TAGSTREAM_PII_KEY` is missing or too short."""
+    try:
+        PiiHasher.from_env()
+    except PiiKeyMissing as exc:
+        raise SystemExit(f"identity job: {exc} (environment variable {PII_KEY_ENV})") from None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parses the identity job's flags."""
+    parser = argparse.ArgumentParser(prog="identity", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    runtime.add_runtime_flags(parser)
+    runtime.add_kafka_flags(parser)
+    runtime.add_store_flags(parser)
+    group = parser.add_argument_group("identity")
+    group.add_argument("--input-topic", default="events.valid", help="valid events topic (default events.valid)")
+    group.add_argument("--loop-topic", default="identity-loop",
+                       help="internal loopback topic of the keyed stages (default identity-loop; short retention, "
+                            "restricted ACLs: it carries matching features)")
+    group.add_argument("--topic", action="append", default=[], metavar="ROLE=TOPIC",
+                       help="output topic of a role: identified, merges, review, profiles, erasures (repeatable; "
+                            "defaults from identity.yaml: events.identified, person-merges, profiles, erasures)")
+    group.add_argument("--group-id", default="tagstream-identity",
+                       help="Kafka consumer group (default tagstream-identity; the loop reads as <group>-loop)")
+    group.add_argument("--identity-config", type=Path, default=IDENTITY_CONFIG_PATH,
+                       help="identity.yaml: identifier types, limits, matching (read by the client, "
+                            "shipped with the job)")
+    group.add_argument("--profile-policies", type=Path, default=PROFILE_POLICIES_PATH,
+                       help="profile-policies.yaml: attribute policies (read by the client, shipped with the job)")
+    return parser.parse_args(argv)
+
+
+def job_config(args: argparse.Namespace) -> IdentityJobConfig:
+    """The :class:`IdentityJobConfig` of parsed flags (`--topic` overrides identity.yaml's topics)."""
+    identity = load_identity_config(args.identity_config)
+    topics = dict(identity.topics)
+    for item in args.topic:
+        role, sep, name = item.partition("=")
+        if not sep or role not in DEFAULT_TOPICS or not name:
+            raise SystemExit(f"--topic expects ROLE=TOPIC with ROLE in {sorted(DEFAULT_TOPICS)}, got {item!r}")
+        topics[role] = name
+    return IdentityJobConfig(replace(identity, topics=topics), load_profile_policies(args.profile_policies))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Wires Kafka (events, loopback, outputs) and the stores around :func:`build_identity` and runs the job."""
+    args = parse_args(argv)
+    require_pii_key()
+    config = job_config(args)
+    env = runtime.create_env(runtime.runtime_options(args))
+    props = runtime.kafka_properties(args)
+    events = runtime.kafka_string_source(env, args.bootstrap, args.input_topic, args.group_id, props, "events")
+    loop = runtime.kafka_string_source(env, args.bootstrap, args.loop_topic, f"{args.group_id}-loop", props,
+                                       "identity-loop")
+    streams = build_identity(events, loop, config)
+    loop_sink = runtime.kafka_string_sink(args.bootstrap, args.loop_topic, args.exactly_once,
+                                          "tagstream-identity-loop", props)
+    streams.loop.sink_to(loop_sink).name("kafka-sink-loop").uid("identity-kafka-sink-loop")
+    runtime.kafka_keyed_sink(env, streams.kafka, args.bootstrap, args.exactly_once, "tagstream-identity", props,
+                             "identity-outputs")
+    if args.redis_url or args.dynamodb_endpoint or args.dynamodb_region:
+        streams.store_ops.process(ApplyStoreOps(runtime.store_options(args)), output_type=Types.STRING()) \
+            .name("apply-store-ops").uid("identity-apply-store-ops")
+    env.execute("tagstream-identity")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
