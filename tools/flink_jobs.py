@@ -87,8 +87,8 @@ def wait_running(ports: Ports, job_id: str, timeout_s: float = 180) -> None:
     raise TimeoutError(f"job {job_id} is still {state} after {timeout_s:.0f} s")
 
 
-def submit(stack, spec: JobSpec, extra_args: list[str] | None = None, flink_options: list[str] | None = None
-           ) -> str:
+def submit(stack, spec: JobSpec, extra_args: list[str] | None = None, flink_options: list[str] | None = None,
+           reuse: bool = True) -> str:
     """Submits one job detached with `flink run -py` unless it already runs; returns its job id.
 
     Args:
@@ -96,8 +96,10 @@ def submit(stack, spec: JobSpec, extra_args: list[str] | None = None, flink_opti
         spec: the job.
         extra_args: more job flags (after the spec's own).
         flink_options: `flink run` options, e.g. ["-s", savepoint, "-p", "2"].
+        reuse: return the id of a job already running under the spec's name instead of submitting
+            (False: submit another instance, e.g. on private topics).
     """
-    existing = running_jobs(stack.ports).get(spec.name)
+    existing = running_jobs(stack.ports).get(spec.name) if reuse else None
     if existing:
         return existing
     python = sys.executable

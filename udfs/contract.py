@@ -29,6 +29,9 @@ UNKNOWN_TYPE = "unknown_type"
 SCHEMA = "schema"
 BAD_TIMESTAMP = "bad_timestamp"
 TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
+# orjson serializes at most this many nested arrays/objects: an accepted event nested deeper could not be
+# written to `events.valid` (a poison pill that would fail the job on every restart), so it is a schema error.
+MAX_NESTING_DEPTH = 254
 REASONS = (TOO_LARGE, NOT_UTF8, INVALID_JSON, NOT_AN_OBJECT, UNKNOWN_TYPE, SCHEMA, BAD_TIMESTAMP,
            TIMESTAMP_OUT_OF_RANGE)
 
@@ -184,6 +187,8 @@ class EventValidator:
         if isinstance(etype, str) and etype not in self._types:
             return Rejected(UNKNOWN_TYPE, f"unknown event type {etype[:64]!r}", event_id)
         errors = [_describe(e) for e in self._validator.iter_errors(event)]
+        if text.count("[") + text.count("{") > MAX_NESTING_DEPTH and nesting_depth(event) > MAX_NESTING_DEPTH:
+            errors.append(f"(root): nested deeper than {MAX_NESTING_DEPTH} levels")
         if errors:
             return Rejected(SCHEMA, "; ".join(sorted(errors)[:5]), event_id)
         try:
@@ -227,6 +232,19 @@ class EventValidator:
             else:  # the cut fell inside a multi-byte character of a UTF-8 payload
                 record["payload"] = kept.decode("utf-8", errors="ignore")
         return record
+
+
+def nesting_depth(value: Any) -> int:
+    """How deeply arrays and objects nest in a parsed JSON value (a scalar is 0, `[]` is 1)."""
+    depth, level = 0, [(value, 1)]
+    while level:
+        item, d = level.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        depth = max(depth, d)
+        level.extend((child, d + 1) for child in children)
+    return depth
 
 
 def _describe(error: Any) -> str:

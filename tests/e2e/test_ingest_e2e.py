@@ -7,8 +7,8 @@ import time
 import orjson
 import pytest
 
-from tests.e2e.kafka_io import consume, private_topics, produce
-from tools.flink_jobs import JOBS, cancel, last_exception, rest, submit
+from tools.flink_jobs import JOBS, cancel, last_exception, operator_metrics, submit
+from tools.kafka_io import consume, private_topics, produce
 
 pytestmark = pytest.mark.e2e
 
@@ -19,21 +19,6 @@ def event(event_id: str, etype: str = "page_view", **extra) -> bytes:
     body = {"event_id": event_id, "type": etype, "ts": int(time.time() * 1000) - 1000,
             "ids": {"anonymous_id": f"anon-{event_id}"}, **extra}
     return orjson.dumps(body)
-
-
-def operator_metrics(ports, job_id: str) -> dict[str, int]:
-    """Sums the job's `tagstream` counters over all vertices and subtasks."""
-    totals: dict[str, int] = {}
-    for vertex in rest(ports, f"/jobs/{job_id}")["vertices"]:
-        names = [m["id"] for m in rest(ports, f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics")
-                 if ".tagstream." in m["id"]]
-        if not names:
-            continue
-        got = rest(ports, f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics?get={','.join(names)}"
-                          "&agg=sum")
-        for metric in got:
-            totals[metric["id"].split(".tagstream.", 1)[1]] = int(float(metric["sum"]))
-    return totals
 
 
 def test_good_bad_and_duplicate_events_reach_the_right_topics(stack):
