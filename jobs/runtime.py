@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -348,7 +349,7 @@ def store_options(args: argparse.Namespace) -> StoreOptions:
 
 def kafka_keyed_sink(env: StreamExecutionEnvironment, records: DataStream, bootstrap: str, exactly_once: bool,
                      transactional_prefix: str, properties: dict[str, str] | None = None,
-                     name: str = "kafka-sink") -> None:
+                     name: str = "kafka-sink", *, topics: Sequence[str] = ()) -> None:
     """Produces `(topic, key, value)` string rows (:data:`KAFKA_RECORD_TYPE`) to their topics, keyed.
 
     PyFlink's DataStream `KafkaSink` can only serialize the whole element as the key, so keyed records go
@@ -356,11 +357,16 @@ def kafka_keyed_sink(env: StreamExecutionEnvironment, records: DataStream, boots
     key and value formats carry the strings (value None: a tombstone). Kafka partitions by the key, so one
     key's records stay in order. Delivery as :func:`kafka_string_sink`. The sink shows in the Flink UI as
     `kafka_sink_<name>`; Table operators get generated ids, not `uid`s.
+
+    `topics` lists every topic the rows may name: the connector requires its `topic` option even when the
+    metadata column picks the topic, and then only writes to topics of that list.
     """
+    if not topics:
+        raise ValueError("kafka_keyed_sink needs topics=[...]: every topic the `topic` column may name")
     t_env = table_env(env)
     table = f"kafka_sink_{name.replace('-', '_').replace('.', '_')}"
     props = {"max.request.size": str(8 * 1024 * 1024), "linger.ms": "5", **(properties or {})}
-    settings = {"connector": "kafka", "properties.bootstrap.servers": bootstrap,
+    settings = {"connector": "kafka", "topic": ";".join(topics), "properties.bootstrap.servers": bootstrap,
                 "key.format": "raw", "key.fields": "key", "value.format": "raw",
                 "value.fields-include": "EXCEPT_KEY",
                 "sink.delivery-guarantee": "exactly-once" if exactly_once else "at-least-once"}
