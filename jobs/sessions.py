@@ -172,23 +172,25 @@ class Sessionize(KeyedProcessFunction):
     def process_element(self, value, ctx):
         person, kind, body = value[0], value[1], value[2]
         timers = ctx.timer_service()
-        watermark = timers.current_watermark()
-        clock = self._clock(timers.current_processing_time())
+        watermark, wall = timers.current_watermark(), timers.current_processing_time()
+        clock = self._clock(wall)
         if clock is not None:
-            clock.on_input(watermark, timers.current_processing_time())
+            clock.on_input(watermark, wall)
         if kind == EVENT:
             self.counters["events_in"].inc()
-        slot = self._load(person)
+        data = self.slot.value()
+        slot = Slot.from_json(data) if data is not None else self.logic.new_slot(person)
         yield from self._finish(ctx, person, slot, self.logic.handle(slot, kind, body, watermark))
 
     def on_timer(self, timestamp: int, ctx):
         person = ctx.get_current_key()
         timers = ctx.timer_service()
         wall, watermark = timers.current_processing_time(), timers.current_watermark()
-        if self.slot.value() is None:  # expired by the state TTL: nothing to advance
+        data = self.slot.value()
+        if data is None:  # expired by the state TTL: nothing to advance
             self.idle_timer.clear()
             return
-        slot = self._load(person)
+        slot = Slot.from_json(data)
         clock = self._clock(wall)
         now = watermark
         if clock is not None:
@@ -207,10 +209,6 @@ class Sessionize(KeyedProcessFunction):
             self.clock = IdleClock(self.config.idle_timeout_ms, wall_ms)
         return self.clock
 
-    def _load(self, person: str) -> Slot:
-        data = self.slot.value()
-        return Slot.from_json(data) if data is not None else self.logic.new_slot(person)
-
     def _finish(self, ctx, person: str, old: Slot, result: Result):
         self.slot.update(result.slot.to_json())
         self.open_count += open_sessions(result.slot) - open_sessions(old)
@@ -224,7 +222,7 @@ class Sessionize(KeyedProcessFunction):
         for target, record in result.handoffs:
             yield Row(topics.handoff, target, _json(record))
         for op in result.store_ops:
-            yield STORE_OPS, _json(op.as_dict() if hasattr(op, "as_dict") else op)
+            yield STORE_OPS, _json(op.as_dict())
         for note in result.notes:
             self.counters[note].inc()
         self._schedule(ctx, self.logic.wakeup(old), result.wakeup)

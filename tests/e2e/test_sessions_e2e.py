@@ -21,7 +21,7 @@ from udfs.stores.redis_store import RedisConfig, RedisStore
 pytestmark = pytest.mark.e2e
 
 SESSIONS = next(j for j in JOBS if j.key == "sessions")
-GAP_MS = 6000
+GAP_MS = 15_000  # long enough for the merge to travel the loop topic before the survivor closes, even under load
 
 
 def now_ms() -> int:
@@ -95,7 +95,8 @@ def test_sessions_open_close_without_further_input_merge_and_reach_the_stores(st
 
         # No more input: the sessions close by the idle clock alone.
         def closed(records: list[dict]) -> bool:
-            return {r["person_id"] for r in records if r["kind"] == "close"} >= {px, py, pm2}
+            return {r["person_id"] for r in records if r["kind"] == "close"} >= {px, py, pm2} and \
+                any(r.get("cause") == "person_merge" for r in records)
 
         records = read_until(bootstrap, topics["sessions"], closed)
         assert closed(records), last_exception(stack.ports, job_id)
