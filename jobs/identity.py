@@ -304,8 +304,9 @@ def main(argv: list[str] | None = None) -> None:
     loop_sink = runtime.kafka_string_sink(args.bootstrap, args.loop_topic, args.exactly_once,
                                           "tagstream-identity-loop", props)
     streams.loop.sink_to(loop_sink).name("kafka-sink-loop").uid("identity-kafka-sink-loop")
+    topics = sorted({topic_name(config.identity, role) for role in DEFAULT_TOPICS})
     runtime.kafka_keyed_sink(env, streams.kafka, args.bootstrap, args.exactly_once, "tagstream-identity", props,
-                             "identity-outputs")
+                             "identity-outputs", topics=topics)
     if args.redis_url or args.dynamodb_endpoint or args.dynamodb_region:
         streams.store_ops.process(ApplyStoreOps(runtime.store_options(args)), output_type=Types.STRING()) \
             .name("apply-store-ops").uid("identity-apply-store-ops")

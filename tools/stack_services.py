@@ -139,6 +139,10 @@ class Layout:
         })
         # The identity job's HMAC key of PII: the caller's, else this stack's generated one (never committed).
         env.setdefault("TAGSTREAM_PII_KEY", self.pii_key())
+        # DynamoDB Local accepts any credentials, but boto3 in the jobs' store writers needs some.
+        env.setdefault("AWS_ACCESS_KEY_ID", "local")
+        env.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+        env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
         # Flink's config.sh exports an empty JAVA_HOME when there is none, and PyFlink then looks for
         # "bin/java" when a UDF in the TaskManager needs a Java gateway: give it the real one.
         if not env.get("JAVA_HOME") and (java := shutil.which("java")):

@@ -44,6 +44,8 @@ TOPICS: tuple[Topic, ...] = (
     Topic("erasures", 1, "Erasure audit records, without PII."),
     Topic("events.identified", 4, "Valid events annotated with their canonical person_id (PII hashed or omitted), "
           "keyed by person (jobs/identity.py)."),
+    Topic("sessions.handoff", 4, "Internal loop of the sessions job: an absorbed person's state handed to the "
+          "survivor after a merge.", {"retention.ms": str(24 * 3600 * 1000)}),
     Topic("identity-loop", 4, "Internal loopback of the identity job's keyed stages (carries matching features: "
           "restricted ACLs, short retention).", {"retention.ms": str(24 * 3600 * 1000)}),
 )
