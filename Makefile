@@ -28,6 +28,9 @@ test: setup ## Run all tests (e2e tests start and stop the `test` stack themselv
 test-unit: setup ## Run the tests that need no Flink cluster and no stack
 	$(PY) -m pytest tests -m "not pipeline and not e2e"
 
+chaos: setup ## Chaos scenarios (kills, outages, restarts, rescale, hostile input) on the `test` stack
+	$(PY) -m tools.chaos --profile test
+
 lint: setup ## ruff and mypy
 	$(PY) -m ruff check .
 	$(PY) -m mypy
