@@ -8,6 +8,12 @@ from collections.abc import Iterator
 import pytest
 
 from tools.stack import Stack
+from udfs.stores.dynamo_store import DynamoConfig, DynamoStore
+from udfs.stores.redis_store import RedisConfig, RedisStore
+
+# The e2e tier only talks to DynamoDB Local, which accepts any credentials; boto3 needs some.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +29,13 @@ def stack() -> Iterator[Stack]:
     yield stack
     if not reuse:
         stack.down()
+
+
+@pytest.fixture
+def stores(stack) -> Iterator[tuple[RedisStore, DynamoStore]]:
+    """Store clients (as the jobs use them) for the stack's Redis and DynamoDB Local."""
+    redis = RedisStore(RedisConfig(url=stack.redis_url))
+    dynamo = DynamoStore(DynamoConfig(endpoint_url=stack.dynamodb_endpoint, region="us-east-1"))
+    yield redis, dynamo
+    redis.close()
+    dynamo.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import orjson
 import pytest
@@ -14,9 +14,7 @@ from kafka import KafkaConsumer
 from tools.flink_jobs import JOBS, cancel, last_exception, operator_metrics, submit
 from tools.kafka_io import private_topics, produce
 from udfs.sessions.sessionizer import session_id
-from udfs.stores.dynamo_store import DynamoConfig, DynamoStore
 from udfs.stores.keys import build_key
-from udfs.stores.redis_store import RedisConfig, RedisStore
 
 pytestmark = pytest.mark.e2e
 
@@ -46,19 +44,6 @@ def read_until(bootstrap: str, topic: str, done: Callable[[list[dict]], bool], t
     finally:
         consumer.close()
     return records
-
-
-@pytest.fixture
-def stores(stack) -> Iterator[tuple[RedisStore, DynamoStore]]:
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("AWS_ACCESS_KEY_ID", "local")
-        env.setenv("AWS_SECRET_ACCESS_KEY", "local")
-        dynamo = DynamoStore(DynamoConfig(endpoint_url=stack.dynamodb_endpoint, region="us-east-1"))
-        dynamo.client  # noqa: B018 - created while the dummy credentials are set
-    redis = RedisStore(RedisConfig(url=stack.redis_url))
-    yield redis, dynamo
-    redis.close()
-    dynamo.close()
 
 
 def test_sessions_open_close_without_further_input_merge_and_reach_the_stores(stack, stores):

@@ -57,12 +57,7 @@ def rstore(stack: Stack) -> Iterator[RedisStore]:
 
 @pytest.fixture(scope="module")
 def dstore(stack: Stack) -> Iterator[DynamoStore]:
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("AWS_ACCESS_KEY_ID", "local")
-        env.setenv("AWS_SECRET_ACCESS_KEY", "local")
-        store = DynamoStore(DynamoConfig(endpoint_url=f"http://127.0.0.1:{stack.ports.dynamodb}",
-                                         region="us-east-1"))
-        store.client  # noqa: B018 - created while the dummy credentials are set
+    store = DynamoStore(DynamoConfig(endpoint_url=f"http://127.0.0.1:{stack.ports.dynamodb}", region="us-east-1"))
     yield store
     store.close()
 
