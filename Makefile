@@ -4,7 +4,7 @@ PROFILE ?= dev
 export TAGSTREAM_PROFILE := $(PROFILE)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down status test test-unit lint dq demo clean
+.PHONY: help setup up down status test test-unit lint dq demo segments-apply clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ dq: setup ## Data-quality report of a file: make dq FILE=path
 
 demo: setup ## Start the dev stack, submit the jobs, generate events
 	$(PY) -m tools.demo
+
+segments-apply: setup ## Validate segments/examples/*.yaml and publish them to the stack's definitions (PROFILE=dev|test)
+	$(PY) -m tools.segments_cli --profile $(PROFILE) apply segments/examples/*.yaml
 
 clean: ## Stop the stacks of every profile and delete their data (.run/)
 	-@[ ! -x $(PY) ] || for p in $$(ls .run 2>/dev/null); do $(PY) -m tools.stack down --profile $$p; done

@@ -121,7 +121,8 @@ def kafka_raw_source(env: StreamExecutionEnvironment, bootstrap: str, topic: str
 
 def kafka_event_source(t_env: StreamTableEnvironment, bootstrap: str, topic: str, group_id: str,
                        event_time: EventTime, properties: dict[str, str] | None = None,
-                       name: str = "kafka-events") -> DataStream:
+                       name: str = "kafka-events", *, with_key: bool = False,
+                       options: dict[str, str] | None = None) -> DataStream:
     """Reads a topic of JSON records as `(value, rowtime)` rows carrying event-time timestamps and watermarks.
 
     The rowtime is computed in SQL from the JSON field `event_time.field` (epoch ms; the Kafka record time
@@ -130,6 +131,10 @@ def kafka_event_source(t_env: StreamTableEnvironment, bootstrap: str, topic: str
     do not hold the watermark back. `to_data_stream` hands timestamps and watermarks to the next (Python)
     operator: no extra operator assigns them. The `rowtime` column reaches thread-mode Python as a Java
     object; read the timestamp from the context (`ctx.timestamp()`) instead.
+
+    With `with_key`, rows are `(key, value, rowtime)`: the record key as raw bytes (e.g. the name of a
+    definition on a compacted topic, whose null value is a tombstone). `options` adds or overrides table
+    options, e.g. `{"scan.startup.mode": "earliest-offset"}` for a topic that must always be read whole.
     """
     ts = "`kafka_ts`"
     if event_time.field is not None:
@@ -137,9 +142,11 @@ def kafka_event_source(t_env: StreamTableEnvironment, bootstrap: str, topic: str
         ts = f"COALESCE(TO_TIMESTAMP_LTZ(TRY_CAST(JSON_VALUE(CAST(`value` AS STRING), '{path}') AS BIGINT), 3), {ts})"
     extra_columns = (f"`rowtime` AS {ts}",
                      f"WATERMARK FOR `rowtime` AS `rowtime` - {_interval_sql(event_time.out_of_orderness_ms)}")
-    options = {"scan.watermark.idle-timeout": f"{event_time.idle_timeout_ms} ms"}
-    table = _kafka_source_table(t_env, bootstrap, topic, group_id, properties, name, extra_columns, options)
-    return t_env.to_data_stream(t_env.sql_query(f"SELECT `value`, `rowtime` FROM {table}"))
+    settings = {"scan.watermark.idle-timeout": f"{event_time.idle_timeout_ms} ms", **(options or {})}
+    table = _kafka_source_table(t_env, bootstrap, topic, group_id, properties, name, extra_columns, settings,
+                                with_key=with_key)
+    key = "`key`, " if with_key else ""
+    return t_env.to_data_stream(t_env.sql_query(f"SELECT {key}`value`, `rowtime` FROM {table}"))
 
 
 def with_event_time(t_env: StreamTableEnvironment, rows: DataStream, out_of_orderness_ms: int) -> DataStream:
@@ -158,13 +165,17 @@ def with_event_time(t_env: StreamTableEnvironment, rows: DataStream, out_of_orde
 
 def _kafka_source_table(t_env: StreamTableEnvironment, bootstrap: str, topic: str, group_id: str,
                         properties: dict[str, str] | None, name: str, extra_columns: tuple[str, ...] = (),
-                        options: dict[str, str] | None = None) -> str:
-    """Creates a temporary raw-format Kafka table with metadata columns; returns its name."""
+                        options: dict[str, str] | None = None, with_key: bool = False) -> str:
+    """Creates a temporary raw-format Kafka table with metadata columns (and the raw key); returns its name."""
     table = f"raw_{name.replace('-', '_').replace('.', '_')}"
+    key_column = ("`key` BYTES",) if with_key else ()
     columns = ",\n          ".join(("`topic` STRING METADATA VIRTUAL", "`partition` INT METADATA VIRTUAL",
                                      "`offset` BIGINT METADATA VIRTUAL",
                                      "`kafka_ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL",
-                                     "`value` BYTES", *extra_columns))
+                                     *key_column, "`value` BYTES", *extra_columns))
+    if with_key:
+        options = {"key.format": "raw", "key.fields": "key", "value.fields-include": "EXCEPT_KEY",
+                   **(options or {})}
     settings = {"connector": "kafka", "topic": topic, "properties.bootstrap.servers": bootstrap,
                 "properties.group.id": group_id, "properties.auto.offset.reset": "earliest",
                 "properties.isolation.level": "read_committed", "scan.startup.mode": "group-offsets",

@@ -18,7 +18,9 @@ import orjson
 from kafka import KafkaConsumer
 
 from tools.flink_jobs import JOBS, submit
+from tools.segments_cli import apply as apply_definitions
 from tools.stack import Stack
+from udfs.segments.definitions import EXAMPLES_DIR
 from udfs.topology import TOPICS
 
 GENERATOR_PID = "generator.pid"
@@ -97,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print("== starting the local stack")
     stack.up()
+    print("== applying the example segment definitions (segments/examples)")
+    applied = apply_definitions(stack.ports.bootstrap, sorted(EXAMPLES_DIR.glob("*.yaml")))
+    print(f"  {len(applied)} new or changed definitions published")
     print("== submitting the job suite with flink run")
     for spec in JOBS:
         print(f"  {spec.name}: RUNNING as {submit(stack, spec)}")

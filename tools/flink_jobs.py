@@ -47,6 +47,9 @@ JOBS: tuple[JobSpec, ...] = (
     JobSpec("sessions", "tagstream-sessions", "jobs/sessions.py",
             lambda p: ["--bootstrap", p.bootstrap, "--redis-url", f"redis://127.0.0.1:{p.redis}/0",
                        "--dynamodb-endpoint", f"http://127.0.0.1:{p.dynamodb}", "--dynamodb-region", "us-east-1"]),
+    JobSpec("segments", "tagstream-segments", "jobs/segments.py",
+            lambda p: ["--bootstrap", p.bootstrap, "--redis-url", f"redis://127.0.0.1:{p.redis}/0",
+                       "--dynamodb-endpoint", f"http://127.0.0.1:{p.dynamodb}", "--dynamodb-region", "us-east-1"]),
 )
 
 

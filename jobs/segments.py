@@ -1,0 +1,469 @@
+"""Segments job: segment tags per person in event time, with exact entries and exits, hot-reloaded definitions.
+
+    events.valid ───────► parse-events ─► key by person ─┐
+                                                         ├─► evaluate-segments ─► Kafka: segment-changes, events.late
+    segment-definitions ► parse-definitions ─► broadcast ┘   (udfs/segments)   └─► store ops ─► apply-store-ops
+                                                                                                (Redis, DynamoDB)
+
+Each person's `PersonState` (pickled) lives in keyed state; the core's `Engine` applies their events and
+says when a tag next changes by time alone, where one event-time timer per person fires `advance`. When the
+whole input is silent, an idle clock (`udfs/clock.py`) lets event time follow the wall clock so that exits
+still fire about `--idle-timeout` after they are due. Definitions come from the compacted topic
+`segment-definitions` (key: name, value: YAML/JSON text, tombstone: removed) into broadcast state; every
+subtask recompiles its catalog on each record and persons are reconciled lazily, on their next event or
+timer. docs/segments.md explains the semantics.
+
+Input: `--input-topic` defaults to `events.valid` (keyed by the identifier-derived person id,
+`person_id_of`); once the identity job's `events.identified` is the default input, pass it here and the
+resolved `person_id` of each event is used instead.
+
+Run it in a MiniCluster (`python jobs/segments.py --bootstrap ...`) or on a cluster
+(`flink run -py jobs/segments.py -- --bootstrap ...`). `--help` lists every flag.
+
+Metrics (operator metric group `tagstream`): `events_in`, `evaluations` (engine calls: events, timers,
+idle advances), `entries`, `exits`, `corrections`, `retractions`, `late`, `duplicates`, `idle_advances`,
+`invalid_inputs`, `definitions_loaded`, `definition_issues` and the gauge `definitions` (per subtask;
+definition metrics count once per subtask); `store_*` in the store writer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script (flink run -py): make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import orjson
+from pyflink.common import Row, Types
+from pyflink.datastream import (
+    DataStream,
+    KeyedBroadcastProcessFunction,
+    KeyedProcessFunction,
+    OutputTag,
+    ProcessFunction,
+    RuntimeContext,
+)
+from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+from pyflink.datastream.time_domain import TimeDomain
+
+from jobs import runtime
+from jobs.operators import ApplyStoreOps, key_by_first_field, parallelism_of, state_ttl
+from udfs.clock import NO_TIME, IdleClock
+from udfs.segments import Engine, Issue, Outputs, SegmentsConfig, person_id_of, update_catalog
+from udfs.segments.published import definition_set
+
+LOG = logging.getLogger("tagstream.segments")
+TEXT_PAIR_TYPE = Types.ROW_NAMED(["key", "value"], [Types.STRING(), Types.STRING()])
+KEYED_EVENT_TYPE = Types.ROW([Types.STRING(), Types.STRING()])
+STORE_OPS = OutputTag("store-ops", Types.STRING())
+STORE_TOPIC = ""  # a store op's marker on the evaluation's single output (see `RouteOutputs`)
+DEFINITIONS = MapStateDescriptor("segment-definitions", Types.STRING(), Types.STRING())
+DAY_MS = 86_400_000
+MAX_IDLE_STEPS = 1000
+COUNTERS = ("events_in", "evaluations", "entries", "exits", "corrections", "retractions", "late", "duplicates",
+            "idle_advances", "invalid_inputs", "definitions_loaded", "definition_issues")
+
+
+@dataclass(frozen=True)
+class SegmentTopics:
+    """Kafka topics the segments job writes."""
+
+    changes: str = "segment-changes"
+    late: str = "events.late"
+
+
+@dataclass(frozen=True)
+class SegmentsJobConfig:
+    """Settings of the segments stage (shipped with the job graph; no secrets).
+
+    Attributes:
+        segments: lateness, consent, history, store layout (`udfs.segments.SegmentsConfig`).
+        definitions: definitions known without the topic (tests, bootstrapping); published records override
+            and remove them by name.
+        topics: output topics (records carry their topic to the single keyed Kafka sink).
+        idle_timeout_ms: input silence after which event time follows the wall clock (None: never; exits
+            then wait for the watermark).
+        state_ttl_ms: a person's state is dropped after this long without a write (processing time); longer
+            than the longest window of any definition.
+    """
+
+    segments: SegmentsConfig = field(default_factory=SegmentsConfig)
+    definitions: tuple[dict, ...] = ()
+    topics: SegmentTopics = field(default_factory=SegmentTopics)
+    idle_timeout_ms: int | None = 1000
+    state_ttl_ms: int = 35 * DAY_MS
+
+
+@dataclass(frozen=True)
+class SegmentsStreams:
+    """The segments stage's outputs.
+
+    Attributes:
+        kafka: `(topic, key, value)` rows (`runtime.KAFKA_RECORD_TYPE`): change events and late events, keyed
+            by person.
+        store_ops: one store op per element, as JSON (`udfs.stores.ops`), in order per person.
+    """
+
+    kafka: DataStream
+    store_ops: DataStream
+
+
+def _text(raw) -> str | None:
+    if raw is None:
+        return None
+    return raw if isinstance(raw, str) else bytes(raw).decode("utf-8", "replace")
+
+
+class ParseEvents(ProcessFunction):
+    """Turns `(value, ...)` event rows into `Row(person_id, event JSON)`; events without a person are counted."""
+
+    def __init__(self, config: SegmentsConfig):
+        self.config = config
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.invalid = runtime_context.get_metrics_group().add_group(runtime.METRIC_GROUP).counter("invalid_inputs")
+
+    def process_element(self, value, ctx):
+        text = _text(value[0]) or ""
+        try:
+            doc = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            doc = None
+        person = person_id_of(doc, self.config) if isinstance(doc, dict) else None
+        if person is None:
+            self.invalid.inc()
+            return
+        yield Row(person, text)  # keyed by the first field: the keyed operator sees the text
+
+
+def parse_definition(value) -> Row:
+    """`(key, value, ...)` of a definitions record -> `Row(name, text or None)` (None: tombstone)."""
+    return Row(_text(value[0]) or "", _text(value[1]))
+
+
+class _Evaluate:
+    """The keyed evaluation shared by both operator flavours (with and without a definitions stream).
+
+    Keyed state: the person's `PersonState` (pickled), the registered event-time timer and the idle
+    clock's processing-time timer. The engine is per subtask and rebuilt from the broadcast state after a
+    restore and on every definitions record.
+    """
+
+    def __init__(self, config: SegmentsJobConfig):
+        self.config = config
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        descriptors = (ValueStateDescriptor("person", Types.PICKLED_BYTE_ARRAY()),
+                       ValueStateDescriptor("timer", Types.LONG()), ValueStateDescriptor("idle_timer", Types.LONG()))
+        for descriptor in descriptors:
+            descriptor.enable_time_to_live(state_ttl(self.config.state_ttl_ms))
+        self.person, self.timer, self.idle_timer = (runtime_context.get_state(d) for d in descriptors)
+        self.engine: Engine | None = None
+        self.watermark: int | None = None  # the last one seen (a broadcast context has none in thread mode)
+        self.clock: IdleClock | None = None
+        group = runtime_context.get_metrics_group().add_group(runtime.METRIC_GROUP)
+        self.counters = {name: group.counter(name) for name in COUNTERS}
+        self.definitions = 0
+        group.gauge("definitions", lambda: self.definitions)
+
+    # ---- engine and definitions
+    def _published(self, ctx) -> list[tuple[str, str]]:
+        return []
+
+    def _engine(self, ctx, watermark: int | None) -> Engine:
+        self.watermark = watermark
+        if self.engine is None:
+            self.counters["definition_issues"].inc(len(self._reload(ctx, watermark)))
+        assert self.engine is not None
+        return self.engine
+
+    def _reload(self, ctx, watermark: int | None) -> list[Issue]:
+        """Recompiles the catalog from the published and the configured definitions; returns (and logs) the
+        definitions rejected (a rejected change keeps the previous version)."""
+        previous = self.engine.catalog if self.engine is not None else None
+        docs, issues = definition_set(self._published(ctx), self.config.definitions,
+                                      previous.docs if previous else None)
+        catalog, compile_issues = update_catalog(previous, docs, updated_at=watermark or 0)
+        for issue in (*issues, *compile_issues):
+            LOG.warning("segment definition %s rejected (kept version %s): %s", issue.name, issue.kept_version,
+                        issue.message)
+        self.engine = self.engine.with_catalog(catalog) if self.engine is not None else \
+            Engine(catalog, self.config.segments)
+        self.definitions = len(catalog.segments) + len(catalog.placements)
+        return [*issues, *compile_issues]
+
+    # ---- keyed input and timers
+    def _on_event(self, text: str, ctx):
+        person = ctx.get_current_key()
+        timers = ctx.timer_service()
+        watermark, wall = timers.current_watermark(), timers.current_processing_time()
+        if (clock := self._clock(wall)) is not None:
+            clock.on_input(watermark, wall)
+        self.counters["events_in"].inc()
+        engine = self._engine(ctx, _known(watermark))
+        state = self._load(engine, person)
+        try:
+            state, out, wake = engine.on_event(state, orjson.loads(text), _known(watermark))
+        except (ValueError, KeyError, TypeError):  # events.valid holds contract events; count, never crash
+            self.counters["invalid_inputs"].inc()
+            return
+        yield from self._finish(ctx, state, out, wake)
+
+    def _on_timer(self, timestamp: int, ctx):
+        timers = ctx.timer_service()
+        watermark, wall = timers.current_watermark(), timers.current_processing_time()
+        stored = self.person.value()
+        if stored is None:  # expired by the state TTL
+            self.timer.clear()
+            self.idle_timer.clear()
+            return
+        engine = self._engine(ctx, _known(watermark))
+        state = self._load(engine, ctx.get_current_key())
+        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
+            self.idle_timer.clear()
+            yield from self._idle_advance(ctx, engine, state, watermark, wall)
+            return
+        self.timer.clear()
+        state, out, wake = engine.advance(state, timestamp, _known(watermark))
+        yield from self._finish(ctx, state, out, wake)
+
+    def _idle_advance(self, ctx, engine: Engine, state, watermark: int, wall: int):
+        """Advances the person through every wakeup the idle clock has reached."""
+        clock = self._clock(wall)
+        if clock is None:
+            return
+        clock.observe(state.frontier, wall)
+        now = clock.now(watermark, wall)
+        out, wake = Outputs(), engine.next_wakeup(state)
+        for _ in range(MAX_IDLE_STEPS):
+            if wake is None or wake > now:
+                break
+            self.counters["idle_advances"].inc()
+            state, step, wake = engine.advance(state, wake, _known(watermark))
+            out.extend(step)
+        yield from self._finish(ctx, state, out, wake)
+
+    def _clock(self, wall_ms: int) -> IdleClock | None:
+        if self.clock is None and self.config.idle_timeout_ms:
+            self.clock = IdleClock(self.config.idle_timeout_ms, wall_ms)
+        return self.clock
+
+    def _load(self, engine: Engine, person: str):
+        state = self.person.value()
+        return state if state is not None else engine.new_state(person)
+
+    def _finish(self, ctx, state, out: Outputs, wake: int | None):
+        self.counters["evaluations"].inc()
+        self.person.update(state)
+        topics = self.config.topics
+        person = state.person_id
+        for change in out.changes:
+            self._count(change)
+            yield Row(topics.changes, person, orjson.dumps(change).decode("utf-8"))
+        for late in out.late:
+            self.counters["late"].inc()
+            yield Row(topics.late, person, orjson.dumps(late).decode("utf-8"))
+        for op in (*out.redis, *out.dynamo):
+            yield Row(STORE_TOPIC, person, orjson.dumps(op.as_dict()).decode("utf-8"))
+        self.counters["duplicates"].inc(out.duplicates)
+        self._schedule(ctx, wake)
+
+    def _count(self, change: dict) -> None:
+        if change["retraction"]:
+            self.counters["retractions"].inc()
+            return
+        self.counters["entries" if change["op"] == "enter" else "exits"].inc()
+        if change["correction"]:
+            self.counters["corrections"].inc()
+
+    def _schedule(self, ctx, wake: int | None) -> None:
+        """One event-time timer at the next wakeup and, with the idle clock, one processing-time timer at the
+        wall time the idle clock reaches it; whichever fires first advances the person (twice is harmless)."""
+        timers = ctx.timer_service()
+        registered = self.timer.value()
+        if registered != wake:
+            if registered is not None:
+                timers.delete_event_time_timer(registered)
+            if wake is None:
+                self.timer.clear()
+            else:
+                timers.register_event_time_timer(wake)
+                self.timer.update(wake)
+        if self.clock is None:
+            return
+        wall = timers.current_processing_time()
+        due = self.clock.wall_time_for(wake) if wake is not None else None
+        due = max(due, wall + 1) if due is not None else None
+        idle = self.idle_timer.value()
+        if due == idle:
+            return
+        if idle is not None:
+            timers.delete_processing_time_timer(idle)
+        if due is None:
+            self.idle_timer.clear()
+        else:
+            timers.register_processing_time_timer(due)
+            self.idle_timer.update(due)
+
+
+def _known(watermark: int) -> int | None:
+    """The watermark, or None before the first one (Flink's Long.MIN_VALUE)."""
+    return None if watermark <= NO_TIME else watermark
+
+
+class RouteOutputs(ProcessFunction):
+    """Splits the evaluation's output: Kafka records stay, store ops (topic `STORE_TOPIC`) go to the side
+    output `STORE_OPS`. (PyFlink 2.2's thread mode drops side outputs of a keyed broadcast function's timers,
+    so the evaluation emits everything on its main output.)"""
+
+    def process_element(self, value, ctx):
+        if value[0] == STORE_TOPIC:
+            yield STORE_OPS, value[2]
+        else:
+            yield value
+
+
+class EvaluateSegments(_Evaluate, KeyedProcessFunction):
+    """The evaluation with a fixed definition set (`SegmentsJobConfig.definitions`)."""
+
+    def process_element(self, value, ctx):
+        yield from self._on_event(value, ctx)
+
+    def on_timer(self, timestamp: int, ctx):
+        yield from self._on_timer(timestamp, ctx)
+
+
+class EvaluateSegmentsWithDefinitions(_Evaluate, KeyedBroadcastProcessFunction):
+    """The evaluation with definitions from a broadcast stream of `Row(name, text or None)` records.
+
+    The broadcast state maps each name to its latest text ('' once removed, so a removal also overrides a
+    definition of `SegmentsJobConfig.definitions`).
+    """
+
+    def _published(self, ctx) -> list[tuple[str, str]]:
+        return sorted(ctx.get_broadcast_state(DEFINITIONS).items())
+
+    def process_element(self, value, ctx):
+        yield from self._on_event(value, ctx)
+
+    def on_timer(self, timestamp: int, ctx):
+        yield from self._on_timer(timestamp, ctx)
+
+    def process_broadcast_element(self, value, ctx):
+        name, text = value[0], value[1]
+        if not name:
+            self.counters["definition_issues"].inc()
+            return
+        ctx.get_broadcast_state(DEFINITIONS).put(name, text or "")
+        rejected = [i for i in self._reload(ctx, self.watermark) if i.name == name]
+        self.counters["definition_issues" if rejected else "definitions_loaded"].inc()
+        yield from ()
+
+
+def build_segments(events: DataStream, definitions: DataStream | None,
+                   config: SegmentsJobConfig) -> SegmentsStreams:
+    """Builds the segments stage.
+
+    Args:
+        events: rows whose first field is an event's JSON (bytes or str), carrying event-time timestamps and
+            watermarks (`runtime.kafka_event_source`, or `runtime.with_event_time` on a bounded collection).
+        definitions: rows `(name, text)` (bytes or str; text None: removed), e.g. the keyed
+            `segment-definitions` source; None: only `config.definitions`.
+        config: definitions, lateness, topics, idle clock and state settings.
+
+    Returns:
+        The Kafka records (changes, late events) and the store ops.
+    """
+    parsed = events.process(ParseEvents(config.segments), output_type=KEYED_EVENT_TYPE) \
+        .name("parse-events").uid("segments-parse-events")
+    if (parallelism := parallelism_of(events)) is not None:
+        parsed = parsed.set_parallelism(parallelism)  # a forward edge keeps each person's records in order
+    keyed = key_by_first_field(parsed, Types.STRING())
+    if definitions is None:
+        evaluated = keyed.process(EvaluateSegments(config), output_type=runtime.KAFKA_RECORD_TYPE)
+    else:
+        published = definitions.map(parse_definition, output_type=TEXT_PAIR_TYPE) \
+            .name("parse-definitions").uid("segments-parse-definitions").set_parallelism(1)
+        evaluated = keyed.connect(published.broadcast(DEFINITIONS)) \
+            .process(EvaluateSegmentsWithDefinitions(config), output_type=runtime.KAFKA_RECORD_TYPE)
+    evaluated = evaluated.name("evaluate-segments").uid("segments-evaluate")
+    routed = evaluated.process(RouteOutputs(), output_type=runtime.KAFKA_RECORD_TYPE) \
+        .name("route-outputs").uid("segments-route-outputs")
+    if (parallelism := parallelism_of(evaluated)) is not None:
+        routed = routed.set_parallelism(parallelism)  # forward: each person's outputs stay in order
+    return SegmentsStreams(kafka=routed, store_ops=routed.get_side_output(STORE_OPS))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parses the segments job's flags."""
+    defaults = SegmentsConfig()
+    parser = argparse.ArgumentParser(prog="segments", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    runtime.add_runtime_flags(parser)
+    runtime.add_kafka_flags(parser)
+    runtime.add_event_time_flags(parser)
+    runtime.add_store_flags(parser)
+    topics = parser.add_argument_group("topics")
+    topics.add_argument("--input-topic", default="events.valid",
+                        help="input events (default events.valid; events.identified once the identity job is the "
+                             "default input: its person_id is then used as the key)")
+    topics.add_argument("--definitions-topic", default="segment-definitions",
+                        help="compacted topic of definitions by name, always read from the start "
+                             "(default segment-definitions; tools/segments_cli.py apply publishes to it)")
+    topics.add_argument("--changes-topic", default=SegmentTopics.changes,
+                        help="change events (default segment-changes)")
+    topics.add_argument("--late-topic", default=SegmentTopics.late, help="too-late events (default events.late)")
+    topics.add_argument("--group-id", default="tagstream-segments", help="Kafka consumer group")
+    group = parser.add_argument_group("segments")
+    group.add_argument("--lateness", type=runtime.parse_duration_ms, default=defaults.allowed_lateness_ms,
+                       help="events up to this far behind the watermark are applied (corrections); older ones go "
+                            "to the late topic (default 5m)")
+    group.add_argument("--min-history", type=runtime.parse_duration_ms, default=defaults.min_history_ms,
+                       help="raw events of every type are kept this long, so an added definition sees recent "
+                            "history (default 1h)")
+    group.add_argument("--state-ttl", type=runtime.parse_duration_ms, default=SegmentsJobConfig.state_ttl_ms,
+                       help="a person's state is dropped after this long without activity; longer than the "
+                            "longest window (default 35d)")
+    group.add_argument("--no-idle-clock", action="store_true",
+                       help="event time moves only with watermarks (exits wait for input)")
+    return parser.parse_args(argv)
+
+
+def job_config(args: argparse.Namespace) -> SegmentsJobConfig:
+    """The :class:`SegmentsJobConfig` given by parsed flags."""
+    segments = SegmentsConfig(allowed_lateness_ms=args.lateness, min_history_ms=args.min_history)
+    return SegmentsJobConfig(segments=segments, topics=SegmentTopics(args.changes_topic, args.late_topic),
+                             idle_timeout_ms=None if args.no_idle_clock else args.idle_timeout,
+                             state_ttl_ms=args.state_ttl)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Wires the Kafka sources and sinks and the store writer around :func:`build_segments` and runs the job."""
+    args = parse_args(argv)
+    env = runtime.create_env(runtime.runtime_options(args))
+    t_env = runtime.table_env(env)
+    props = runtime.kafka_properties(args)
+    events = runtime.kafka_event_source(
+        t_env, args.bootstrap, args.input_topic, args.group_id,
+        runtime.EventTime("ts_ms", args.out_of_orderness, args.idle_timeout), props, "events")
+    # The compacted definitions topic is read whole on every fresh start (a restore resumes from the
+    # checkpoint); its watermark goes idle while it is silent, so it never holds event time back.
+    definitions = runtime.kafka_event_source(
+        t_env, args.bootstrap, args.definitions_topic, f"{args.group_id}-definitions",
+        runtime.EventTime(None, 0, args.idle_timeout), props, "definitions", with_key=True,
+        options={"scan.startup.mode": "earliest-offset"})
+    streams = build_segments(events, definitions, job_config(args))
+    runtime.kafka_keyed_sink(env, streams.kafka, args.bootstrap, args.exactly_once, "tagstream-segments", props,
+                             "segments-records", topics=[args.changes_topic, args.late_topic])
+    if args.redis_url or args.dynamodb_endpoint or args.dynamodb_region:
+        streams.store_ops.process(ApplyStoreOps(runtime.store_options(args)), output_type=Types.STRING()) \
+            .name("apply-store-ops").uid("segments-apply-store-ops")
+    env.execute("tagstream-segments")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
