@@ -36,7 +36,7 @@ from pyflink.datastream import DataStream, KeyedProcessFunction, OutputTag, Proc
 from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
 
 from jobs import runtime
-from jobs.operators import ApplyStoreOps
+from jobs.operators import write_store_ops
 from udfs.identity.config import (
     IDENTITY_CONFIG_PATH,
     PROFILE_POLICIES_PATH,
@@ -307,9 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     topics = sorted({topic_name(config.identity, role) for role in DEFAULT_TOPICS})
     runtime.kafka_keyed_sink(env, streams.kafka, args.bootstrap, args.exactly_once, "tagstream-identity", props,
                              "identity-outputs", topics=topics)
-    if args.redis_url or args.dynamodb_endpoint or args.dynamodb_region:
-        streams.store_ops.process(ApplyStoreOps(runtime.store_options(args)), output_type=Types.STRING()) \
-            .name("apply-store-ops").uid("identity-apply-store-ops")
+    write_store_ops(streams.store_ops, args, "identity")
     env.execute("tagstream-identity")
 
 

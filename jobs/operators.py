@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from pyflink.common import Types
 from pyflink.common.time import Time
 from pyflink.common.typeinfo import TypeInformation
@@ -10,7 +12,7 @@ from pyflink.datastream.data_stream import DataStream, KeyedStream
 from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
 from pyflink.java_gateway import get_gateway
 
-from jobs.runtime import METRIC_GROUP
+from jobs.runtime import METRIC_GROUP, store_options
 
 
 def state_ttl(ttl_ms: int) -> StateTtlConfig:
@@ -124,3 +126,16 @@ def parallelism_of(stream: DataStream) -> int | None:
     """The parallelism set on a stream's operator, or None when it uses the environment's default."""
     parallelism = stream._j_data_stream.getParallelism()
     return parallelism if parallelism > 0 else None
+
+
+def write_store_ops(store_ops: DataStream, args: argparse.Namespace, job: str) -> None:
+    """Applies a job's store ops with :class:`ApplyStoreOps` when its flags name a store.
+
+    Args:
+        store_ops: the job's store ops stream.
+        args: parsed flags (`runtime.add_store_flags`); no Redis URL and no DynamoDB endpoint/region: no writer.
+        job: the job's key, for the operator uid (`<job>-apply-store-ops`).
+    """
+    if args.redis_url or args.dynamodb_endpoint or args.dynamodb_region:
+        store_ops.process(ApplyStoreOps(store_options(args)), output_type=Types.STRING()) \
+            .name("apply-store-ops").uid(f"{job}-apply-store-ops")

@@ -51,7 +51,7 @@ from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 from pyflink.datastream.time_domain import TimeDomain
 
 from jobs import runtime
-from jobs.operators import ApplyStoreOps, key_by_first_field, parallelism_of, state_ttl
+from jobs.operators import key_by_first_field, parallelism_of, state_ttl, write_store_ops
 from udfs.clock import NO_TIME, IdleClock
 from udfs.segments import Engine, Issue, Outputs, SegmentsConfig, person_id_of, update_catalog
 from udfs.segments.published import definition_set
@@ -459,9 +459,7 @@ def main(argv: list[str] | None = None) -> None:
     streams = build_segments(events, definitions, job_config(args))
     runtime.kafka_keyed_sink(env, streams.kafka, args.bootstrap, args.exactly_once, "tagstream-segments", props,
                              "segments-records", topics=[args.changes_topic, args.late_topic])
-    if args.redis_url or args.dynamodb_endpoint or args.dynamodb_region:
-        streams.store_ops.process(ApplyStoreOps(runtime.store_options(args)), output_type=Types.STRING()) \
-            .name("apply-store-ops").uid("segments-apply-store-ops")
+    write_store_ops(streams.store_ops, args, "segments")
     env.execute("tagstream-segments")
 
 

@@ -38,7 +38,7 @@ from pyflink.datastream.state import ValueStateDescriptor
 from pyflink.datastream.time_domain import TimeDomain
 
 from jobs import runtime
-from jobs.operators import ApplyStoreOps, key_by_first_field, parallelism_of, state_ttl
+from jobs.operators import key_by_first_field, parallelism_of, state_ttl, write_store_ops
 from udfs.clock import IdleClock
 from udfs.persons import person_id_of
 from udfs.sessions.config import HOUR_MS, SessionConfig
@@ -359,9 +359,7 @@ def main(argv: list[str] | None = None) -> None:
     streams = build_sessions(events, job_config(args), merges, handoffs)
     runtime.kafka_keyed_sink(env, streams.kafka, args.bootstrap, args.exactly_once, "tagstream-sessions", props,
                              "sessions-records", topics=[args.sessions_topic, args.late_topic, args.handoff_topic])
-    if args.redis_url or args.dynamodb_endpoint or args.dynamodb_region:
-        streams.store_ops.process(ApplyStoreOps(runtime.store_options(args)), output_type=Types.STRING()) \
-            .name("apply-store-ops").uid("sessions-apply-store-ops")
+    write_store_ops(streams.store_ops, args, "sessions")
     env.execute("tagstream-sessions")
 
 
