@@ -15,6 +15,7 @@ import sys
 import time
 
 import orjson
+import redis
 from kafka import KafkaConsumer
 
 from tools.flink_jobs import JOBS, submit
@@ -56,33 +57,56 @@ def stop_generator(stack: Stack) -> None:
     pid_file.unlink(missing_ok=True)
 
 
-def tail(bootstrap: str, topics: list[str], seconds: float, show: int) -> collections.Counter:
-    """Prints the newest records of the output topics for a while; returns counts per topic and reason."""
+# What the live tail shows: every job's output topics.
+TAIL_TOPICS = ["events.valid", "events.dlq", "person-merges", "profiles", "sessions", "segment-changes",
+               "events.late"]
+# Redis key families the jobs write (schemas/README.md), counted after the tail.
+REDIS_FAMILIES = ("alias", "profile", "session:live", "session:recent", "segments")
+
+
+def tail(bootstrap: str, topics: list[str], seconds: float, per_topic: int) -> collections.Counter:
+    """Prints the first records of each output topic for a while; returns counts per topic (and DLQ reason)."""
     consumer = KafkaConsumer(*topics, bootstrap_servers=bootstrap, auto_offset_reset="latest",
                              group_id=None, enable_auto_commit=False)
     counts: collections.Counter = collections.Counter()
-    shown = 0
+    shown: collections.Counter = collections.Counter()
     deadline = time.monotonic() + seconds
     try:
         while time.monotonic() < deadline:
             for part, records in consumer.poll(timeout_ms=500).items():
                 for record in records:
-                    doc = orjson.loads(record.value)
-                    label = part.topic if "reason" not in doc else f"{part.topic} ({doc['reason']})"
+                    doc = orjson.loads(record.value) if record.value else {"tombstone": True}
+                    label = f"{part.topic} ({doc['reason']})" if part.topic == "events.dlq" else part.topic
                     counts[label] += 1
-                    if shown < show:
-                        shown += 1
-                        print(f"  {part.topic:<14} {_summary(doc)}")
+                    if shown[part.topic] < per_topic:
+                        shown[part.topic] += 1
+                        print(f"  {part.topic:<16} {_summary(doc)}")
     finally:
         consumer.close()
     return counts
 
 
 def _summary(doc: dict) -> str:
-    if "reason" in doc:
+    if "dlq_id" in doc:
         return f"{doc['reason']}: {doc['detail'][:90]}"
-    ids = ",".join(f"{k}={v}" for k, v in doc.get("ids", {}).items())
-    return f"{doc.get('type')} {doc.get('event_id')} {ids}"[:120]
+    if "event_id" in doc and "ids" in doc:
+        ids = ",".join(f"{k}={v}" for k, v in doc["ids"].items())
+        return f"{doc.get('type')} {doc.get('event_id')} {ids}"[:120]
+    scalars = [f"{k}={v}" for k, v in doc.items() if isinstance(v, str | int | float | bool)]
+    return " ".join(scalars[:6])[:120]
+
+
+def redis_snapshot(stack: Stack) -> None:
+    """Prints how many keys of each family the jobs keep in Redis, and one person's segment tags."""
+    client = redis.Redis(port=stack.ports.redis)
+    for family in REDIS_FAMILIES:
+        keys = list(client.scan_iter(match=f"tagstream:{family}:*", count=1000))
+        print(f"  tagstream:{family}:*  {len(keys)} keys")
+        if family == "segments" and keys:
+            tags = {k.decode(): v.decode()[:100] for k, v in client.hgetall(keys[0]).items()
+                    if k.startswith(b"tag:")}
+            print(f"    e.g. {keys[0].decode()}: " + ("; ".join(f"{k} {v}" for k, v in tags.items()) or "no tags"))
+    client.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,10 +140,12 @@ http://127.0.0.1:{ports.prometheus_first + 1}/metrics (TaskManager)
   Kafka            {ports.bootstrap}  topics: {', '.join(t.name for t in TOPICS)}
   Redis            127.0.0.1:{ports.redis}
   DynamoDB Local   http://127.0.0.1:{ports.dynamodb}
-== live tail of events.valid and events.dlq ({args.tail_seconds:.0f} s)""")
-    counts = tail(ports.bootstrap, ["events.valid", "events.dlq"], args.tail_seconds, show=25)
+== live tail of the jobs' output topics ({args.tail_seconds:.0f} s)""")
+    counts = tail(ports.bootstrap, TAIL_TOPICS, args.tail_seconds, per_topic=4)
     print("== in the last {:.0f} s: {}".format(
         args.tail_seconds, ", ".join(f"{n} {label}" for label, n in counts.most_common()) or "nothing yet"))
+    print("== Redis now (segment tags: python -m tools.segments_cli lookup PERSON)")
+    redis_snapshot(stack)
     print("Everything keeps running: `make status` to check, `make down` to stop.")
     return 0 if counts else 1
 
