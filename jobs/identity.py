@@ -255,11 +255,7 @@ def require_pii_key() -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parses the identity job's flags."""
-    parser = argparse.ArgumentParser(prog="identity", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    runtime.add_runtime_flags(parser)
-    runtime.add_kafka_flags(parser)
-    runtime.add_store_flags(parser)
+    parser = runtime.job_parser("identity", __doc__, stores=True)
     group = parser.add_argument_group("identity")
     group.add_argument("--input-topic", default="events.valid", help="valid events topic (default events.valid)")
     group.add_argument("--loop-topic", default="identity-loop",

@@ -103,10 +103,7 @@ def build_ingest(raw: DataStream, config: IngestConfig) -> IngestStreams:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parses the ingest job's flags."""
-    parser = argparse.ArgumentParser(prog="ingest", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    runtime.add_runtime_flags(parser)
-    runtime.add_kafka_flags(parser)
+    parser = runtime.job_parser("ingest", __doc__)
     group = parser.add_argument_group("ingest")
     group.add_argument("--input-topic", default="events", help="raw events topic (default events)")
     group.add_argument("--valid-topic", default="events.valid", help="valid events topic (default events.valid)")

@@ -241,6 +241,27 @@ class EventTime:
     idle_timeout_ms: int = 1000
 
 
+def job_parser(prog: str, description: str | None, event_time: bool = False,
+               stores: bool = False) -> argparse.ArgumentParser:
+    """A job's flag parser with the flag groups all jobs share (runtime, Kafka) and the optional ones.
+
+    Args:
+        prog: the job's name.
+        description: the job module's docstring (shown by `--help`).
+        event_time: add the event-time flags (:func:`add_event_time_flags`).
+        stores: add the Redis / DynamoDB flags (:func:`add_store_flags`).
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_runtime_flags(parser)
+    add_kafka_flags(parser)
+    if event_time:
+        add_event_time_flags(parser)
+    if stores:
+        add_store_flags(parser)
+    return parser
+
+
 def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     """Adds the flags every job has (see :class:`RuntimeOptions`)."""
     group = parser.add_argument_group("runtime")

@@ -401,12 +401,7 @@ def build_segments(events: DataStream, definitions: DataStream | None,
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parses the segments job's flags."""
     defaults = SegmentsConfig()
-    parser = argparse.ArgumentParser(prog="segments", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    runtime.add_runtime_flags(parser)
-    runtime.add_kafka_flags(parser)
-    runtime.add_event_time_flags(parser)
-    runtime.add_store_flags(parser)
+    parser = runtime.job_parser("segments", __doc__, event_time=True, stores=True)
     topics = parser.add_argument_group("topics")
     topics.add_argument("--input-topic", default="events.valid",
                         help="input events (default events.valid; events.identified once the identity job is the "

@@ -292,12 +292,7 @@ def build_sessions(events: DataStream, config: SessionsJobConfig, merges: DataSt
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parses the sessions job's flags."""
     defaults = SessionConfig()
-    parser = argparse.ArgumentParser(prog="sessions", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    runtime.add_runtime_flags(parser)
-    runtime.add_kafka_flags(parser)
-    runtime.add_event_time_flags(parser)
-    runtime.add_store_flags(parser)
+    parser = runtime.job_parser("sessions", __doc__, event_time=True, stores=True)
     topics = parser.add_argument_group("topics")
     topics.add_argument("--events-topic", default="events.valid", help="input events (default events.valid)")
     topics.add_argument("--merges-topic", default="person-merges",
