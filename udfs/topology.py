@@ -122,4 +122,9 @@ PROFILES: dict[str, Ports] = {
                    prometheus_first=39249),
     "test4": Ports(kafka=49092, kafka_controller=49093, redis=46379, dynamodb=48000, flink_rest=48081,
                    prometheus_first=49249),
+    "test5": Ports(kafka=59092, kafka_controller=59093, redis=56379, dynamodb=58000, flink_rest=58081,
+                   prometheus_first=59249),
+    # `make bench` runs on its own stack so a benchmark never shares services with a demo or a test run.
+    "bench": Ports(kafka=11092, kafka_controller=11093, redis=11379, dynamodb=11000, flink_rest=11081,
+                   prometheus_first=11249),
 }
