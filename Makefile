@@ -4,7 +4,7 @@ PROFILE ?= dev
 export TAGSTREAM_PROFILE := $(PROFILE)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down status test test-unit lint dq demo segments-apply clean
+.PHONY: help setup up down status test test-unit lint dq demo segments-apply lookup-serve clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -15,7 +15,7 @@ setup: ## Create .venv, fetch the stack's jars, install redis-server (cached; fa
 up: ## Start the local stack (PROFILE=dev|test) and create topics and tables
 	@$(PY) -m tools.stack up
 
-down: ## Stop the local stack and the demo's generator (PROFILE=dev|test)
+down: ## Stop the local stack and the demo's generator and lookup service (PROFILE=dev|test)
 	@$(PY) -m tools.demo --stop-generator
 	@$(PY) -m tools.stack down
 
@@ -43,6 +43,9 @@ demo: setup ## Start the dev stack, submit the jobs, generate events
 
 segments-apply: setup ## Validate segments/examples/*.yaml and publish them to the stack's definitions (PROFILE=dev|test)
 	$(PY) -m tools.segments_cli --profile $(PROFILE) apply segments/examples/*.yaml
+
+lookup-serve: setup ## Run the segments lookup service on the stack of PROFILE (dev): http://127.0.0.1:8090 (PORT=...)
+	$(PY) -m service --profile $(PROFILE) --port $(or $(PORT),8090)
 
 clean: ## Stop the stacks of every profile and delete their data (.run/)
 	-@[ ! -x $(PY) ] || for p in $$(ls .run 2>/dev/null); do $(PY) -m tools.stack down --profile $$p; done

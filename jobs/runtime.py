@@ -20,6 +20,8 @@ from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, 
 from pyflink.table import DataTypes, Schema, StreamTableEnvironment
 from pyflink.table.expressions import col
 
+from udfs.options import key_values
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 METRIC_GROUP = "tagstream"
 
@@ -307,12 +309,7 @@ def runtime_options(args: argparse.Namespace) -> RuntimeOptions:
 
 def kafka_properties(args: argparse.Namespace) -> dict[str, str]:
     """Extra Kafka client properties from flags and the environment."""
-    props = {}
-    for item in args.kafka_property:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--kafka-property expects KEY=VALUE, got {item!r}")
-        props[key] = value
+    props = key_values(args.kafka_property, "--kafka-property")
     jaas = os.environ.get("TAGSTREAM_KAFKA_SASL_JAAS_CONFIG")
     if jaas:
         props["sasl.jaas.config"] = jaas

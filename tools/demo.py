@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import cast
 
 import orjson
 import redis
@@ -25,11 +26,14 @@ from udfs.segments.definitions import EXAMPLES_DIR
 from udfs.topology import TOPICS
 
 GENERATOR_PID = "generator.pid"
+LOOKUP_PID = "lookup.pid"
+LOOKUP_PORT = 8090
 
 
-def start_generator(stack: Stack, rate: int, seed: int) -> int:
-    """Starts the clickstream generator in the background (once); returns its pid."""
-    pid_file = stack.run_dir / GENERATOR_PID
+def start_background(stack: Stack, pid_name: str, argv: list[str]) -> int:
+    """Starts a background process of the demo (once: a live one is kept); returns its pid. Its output goes
+    to `.run/<profile>/<name>.log`."""
+    pid_file = stack.run_dir / pid_name
     if pid_file.exists():
         pid = int(pid_file.read_text())
         try:
@@ -37,24 +41,39 @@ def start_generator(stack: Stack, rate: int, seed: int) -> int:
             return pid
         except ProcessLookupError:
             pass
-    log = open(stack.run_dir / "generator.log", "ab")  # noqa: SIM115 - the child owns it
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tools.generate", "--bootstrap", stack.ports.bootstrap, "--topic", "events",
-         "--realtime", "--rate", str(rate), "--seed", str(seed), "--bad-fraction", "0.03",
-         "--dup-fraction", "0.02"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log = open(stack.run_dir / pid_name.replace(".pid", ".log"), "ab")  # noqa: SIM115 - the child owns it
+    proc = subprocess.Popen([sys.executable, *argv], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     pid_file.write_text(str(proc.pid))
     return proc.pid
 
 
-def stop_generator(stack: Stack) -> None:
-    """Stops the background generator, if one runs."""
-    pid_file = stack.run_dir / GENERATOR_PID
+def stop_background(stack: Stack, pid_name: str) -> None:
+    """Stops a background process of the demo, if one runs."""
+    pid_file = stack.run_dir / pid_name
     if not pid_file.exists():
         return
     with contextlib.suppress(ProcessLookupError, ValueError):
         os.kill(int(pid_file.read_text()), signal.SIGTERM)
     pid_file.unlink(missing_ok=True)
+
+
+def start_generator(stack: Stack, rate: int, seed: int) -> int:
+    """Starts the clickstream generator in the background (once); returns its pid."""
+    return start_background(stack, GENERATOR_PID, [
+        "-m", "tools.generate", "--bootstrap", stack.ports.bootstrap, "--topic", "events", "--realtime",
+        "--rate", str(rate), "--seed", str(seed), "--bad-fraction", "0.03", "--dup-fraction", "0.02"])
+
+
+def start_lookup(stack: Stack) -> int:
+    """Starts the lookup service (`service/`) on the stack in the background (once); returns its pid."""
+    return start_background(stack, LOOKUP_PID, ["-m", "service", "--profile", stack.profile,
+                                                 "--port", str(LOOKUP_PORT)])
+
+
+def stop_generator(stack: Stack) -> None:
+    """Stops the background generator and lookup service, if they run."""
+    for name in (GENERATOR_PID, LOOKUP_PID):
+        stop_background(stack, name)
 
 
 # What the live tail shows: every job's output topics.
@@ -103,8 +122,8 @@ def redis_snapshot(stack: Stack) -> None:
         keys = list(client.scan_iter(match=f"tagstream:{family}:*", count=1000))
         print(f"  tagstream:{family}:*  {len(keys)} keys")
         if family == "segments" and keys:
-            tags = {k.decode(): v.decode()[:100] for k, v in client.hgetall(keys[0]).items()
-                    if k.startswith(b"tag:")}
+            fields = cast(dict[bytes, bytes], client.hgetall(keys[0]))  # a sync client
+            tags = {k.decode(): v.decode()[:100] for k, v in fields.items() if k.startswith(b"tag:")}
             print(f"    e.g. {keys[0].decode()}: " + ("; ".join(f"{k} {v}" for k, v in tags.items()) or "no tags"))
     client.close()
 
@@ -115,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=200, help="generator events per second (default 200)")
     parser.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
     parser.add_argument("--tail-seconds", type=float, default=20, help="how long to show the live tail")
-    parser.add_argument("--stop-generator", action="store_true", help="only stop the background generator")
+    parser.add_argument("--stop-generator", action="store_true",
+                        help="only stop the background generator and lookup service")
     args = parser.parse_args(argv)
     stack = Stack()
     if args.stop_generator:
@@ -132,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     pid = start_generator(stack, args.rate, args.seed)
     ports = stack.ports
     print(f"== generator running (pid {pid}, {args.rate} events/s, log {stack.run_dir / 'generator.log'})")
+    lookup = f"http://127.0.0.1:{LOOKUP_PORT}"
+    print(f"== lookup service running (pid {start_lookup(stack)}, {lookup}, log {stack.run_dir / 'lookup.log'})")
     print(f"""
 Where to look
   Flink UI         http://127.0.0.1:{ports.flink_rest}   (jobs, metrics: operator group 'tagstream')
@@ -140,11 +162,13 @@ http://127.0.0.1:{ports.prometheus_first + 1}/metrics (TaskManager)
   Kafka            {ports.bootstrap}  topics: {', '.join(t.name for t in TOPICS)}
   Redis            127.0.0.1:{ports.redis}
   DynamoDB Local   http://127.0.0.1:{ports.dynamodb}
+  Lookup service   {lookup}/persons/ID/segments, {lookup}/persons/ID/segments/stream (SSE), {lookup}/docs;
+                   ID = p-… or TYPE:VALUE; CLI: python -m tools.lookup --profile {stack.profile} ID [--follow]
 == live tail of the jobs' output topics ({args.tail_seconds:.0f} s)""")
     counts = tail(ports.bootstrap, TAIL_TOPICS, args.tail_seconds, per_topic=4)
     print("== in the last {:.0f} s: {}".format(
         args.tail_seconds, ", ".join(f"{n} {label}" for label, n in counts.most_common()) or "nothing yet"))
-    print("== Redis now (segment tags: python -m tools.segments_cli lookup PERSON)")
+    print("== Redis now (segment tags: python -m tools.lookup ID)")
     redis_snapshot(stack)
     print("Everything keeps running: `make status` to check, `make down` to stop.")
     return 0 if counts else 1

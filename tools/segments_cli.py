@@ -30,6 +30,7 @@ from udfs.segments import DefinitionError, SegmentsConfig, compile_catalog, load
 from udfs.segments.definitions import canonical
 from udfs.segments.published import definition_set, definition_text
 from udfs.segments.records import redis_key
+from udfs.segments.views import view_from_hash
 from udfs.stores.redis_store import RedisConfig, RedisStore
 from udfs.topology import PROFILES
 
@@ -117,21 +118,9 @@ def person_of(text: str, config: SegmentsConfig) -> str:
 
 
 def lookup(redis: RedisStore, person: str, now_ms: int, config: SegmentsConfig | None = None) -> dict[str, Any]:
-    """The person's current view: live tags (expired ones dropped), placements and consent."""
-    config = config or SegmentsConfig()
-    fields = redis.get_hash(redis_key(person, config)) or {}
-    view: dict[str, Any] = {"person_id": person, "tags": {}, "placements": {}, "consent": None}
-    for name, raw in sorted(fields.items()):
-        value = orjson.loads(raw)
-        if name.startswith("tag:"):
-            expires = value.get("expires_at")
-            if expires is None or expires > now_ms:
-                view["tags"][name[4:]] = value
-        elif name.startswith("placement:"):
-            view["placements"][name[10:]] = value
-        elif name == "consent":
-            view["consent"] = value
-    return view
+    """The person's current view from Redis: live tags (expired ones dropped), placements and consent
+    (`udfs.segments.views`; `python -m tools.lookup` also resolves any identifier and follows changes)."""
+    return view_from_hash(person, redis.get_hash(redis_key(person, config or SegmentsConfig())) or {}, now_ms)
 
 
 def main(argv: list[str] | None = None) -> int:

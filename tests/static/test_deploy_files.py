@@ -22,6 +22,7 @@ import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
 
+from service.__main__ import build_parser as lookup_parser
 from tools.flink_jobs import JOBS
 from udfs.topology import PROFILES, TABLES, TOPICS
 
@@ -30,13 +31,15 @@ DOCKERFILE = REPO / "docker" / "Dockerfile"
 DOCKERIGNORE = REPO / "docker" / "Dockerfile.dockerignore"
 COMPOSE = REPO / "docker" / "compose.yaml"
 K8S = REPO / "k8s" / "flink-deployment.yaml"
+K8S_LOOKUP = REPO / "k8s" / "lookup-service.yaml"
 FLINK_CONF = REPO / "flink-conf" / "config.yaml"
 KAFKA_PROPERTIES = REPO / "tools" / "stack_conf" / "kafka.properties"
 
 IMAGE_ROOT = "/opt/tagstream/"
 PYTHON_DRIVER = "org.apache.flink.client.python.PythonDriver"
 PROMETHEUS_FACTORY = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
-LONG_RUNNING = ("kafka", "redis", "dynamodb", "jobmanager", "taskmanager")
+LONG_RUNNING = ("kafka", "redis", "dynamodb", "jobmanager", "taskmanager", "lookup")
+LOOKUP_COMMAND = ["python", "-m", "service"]
 ONE_SHOT = ("init", "submit")
 
 # Settings every containerised Flink cluster must carry (besides agreeing with flink-conf/config.yaml).
@@ -550,6 +553,39 @@ def test_k8s_runs_the_ingest_job():
     assert not any(a.startswith("-py") for a in job_args), "PythonDriver options go before the job's flags"
     flags = {a for a in ingest.args(PROFILES["dev"]) if a.startswith("--")}
     assert flags <= set(job_args), f"k8s passes {job_args}, lacks {sorted(flags - set(job_args))}"
+
+
+def test_compose_runs_the_lookup_service():
+    svc = services()["lookup"]
+    command = svc["command"]
+    assert command[:3] == LOOKUP_COMMAND, f"lookup runs {command[:3]}, not {LOOKUP_COMMAND}"
+    args = lookup_parser().parse_args(command[3:])  # an unknown flag fails here
+    assert args.host == "0.0.0.0", "listen on every interface of the container"
+    assert args.bootstrap == "kafka:29092", "use the advertised network listener"
+    assert published_ports(svc) == {args.port: args.port}, f"publish the service's port {args.port}"
+    assert f"localhost:{args.port}/healthz" in " ".join(svc["healthcheck"]["test"])
+    assert svc["image"] == services()["jobmanager"]["image"], "the service runs from the tagstream image"
+    assert any(dest == f"{IMAGE_ROOT}service/" for _, dest in dockerfile_copies()), "COPY service/ into the image"
+    assert "TAGSTREAM_PII_KEY" in svc["environment"], "email / phone lookups need the identity job's PII key"
+
+
+def test_k8s_runs_the_lookup_service():
+    docs = {d["kind"]: d for d in yaml.safe_load_all(K8S_LOOKUP.read_text()) if d}
+    assert set(docs) == {"Deployment", "Service"}, f"k8s/lookup-service.yaml holds {sorted(docs)}"
+    pod = docs["Deployment"]["spec"]["template"]
+    assert docs["Deployment"]["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    (container,) = pod["spec"]["containers"]
+    assert container["command"] == LOOKUP_COMMAND
+    args = lookup_parser().parse_args(container["args"])
+    assert args.host == "0.0.0.0"
+    assert container["image"].split("/")[-1] == services()["jobmanager"]["image"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": args.port}, f"container ports {ports}, the service listens on {args.port}"
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}, probe
+    service = docs["Service"]["spec"]
+    assert service["selector"] == docs["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert [p["targetPort"] for p in service["ports"]] == ["http"]
 
 
 def test_init_creates_every_topic_and_table(monkeypatch, capsys):

@@ -103,7 +103,7 @@ def tag_view(segment: str, version: str, params: Mapping[str, Any], entered_at: 
             "expires_at": expires_at}
 
 
-def view_record(person_id: str, as_of: int, consent: bool, tags: Mapping[str, Mapping[str, Any]],
+def view_record(person_id: str, as_of: int, consent: bool | None, tags: Mapping[str, Mapping[str, Any]],
                 placements: Mapping[str, Any]) -> dict[str, Any]:
     """The person's current-state view (the Redis value): tags with entry and exact expiry, placements."""
     return {"person_id": person_id, "as_of": as_of, "consent": consent,

@@ -216,10 +216,20 @@ class RedisStore:
     def get_hash(self, key: str) -> dict[str, str] | None:
         """The fields of a hash key without the store's (JSON values as text), or None (absent, deleted,
         expired)."""
-        raw = self.client.execute_command("HGETALL", self.config.key_prefix + key)
-        if VERSION_FIELD.encode() not in raw:
-            return None
-        return {k.decode(): v.decode() for k, v in raw.items() if not k.startswith(b"_")}
+        return _hash_fields(self.client.execute_command("HGETALL", self.config.key_prefix + key))
+
+    def read(self, value_keys: Sequence[str] = (), hash_keys: Sequence[str] = ()
+             ) -> tuple[list[str | None], list[dict[str, str] | None]]:
+        """:meth:`get` of every `value_keys` and :meth:`get_hash` of every `hash_keys` in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        prefix = self.config.key_prefix
+        for key in value_keys:
+            pipe.execute_command("HGET", prefix + key, VALUE_FIELD)
+        for key in hash_keys:
+            pipe.execute_command("HGETALL", prefix + key)
+        replies = pipe.execute()
+        values = [None if raw is None else raw.decode() for raw in replies[:len(value_keys)]]
+        return values, [_hash_fields(raw) for raw in replies[len(value_keys):]]
 
     def stored_version(self, key: str) -> int | None:
         """The version a key holds (data or tombstone), or None."""
@@ -227,3 +237,10 @@ class RedisStore:
                                                   TOMBSTONE_FIELD)
         raw = value or tomb
         return None if raw is None else int(raw)
+
+
+def _hash_fields(raw: dict[bytes, bytes]) -> dict[str, str] | None:
+    """HGETALL's reply without the store's fields; None without a version (absent or a tombstone)."""
+    if VERSION_FIELD.encode() not in raw:
+        return None
+    return {k.decode(): v.decode() for k, v in raw.items() if not k.startswith(b"_")}

@@ -1,0 +1,1 @@
+"""The segments lookup service (FastAPI + sse-starlette): `python -m service --profile dev` (see `service.app`)."""
