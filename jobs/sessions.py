@@ -1,6 +1,6 @@
 """Sessions job: a person's events cut into sessions in event time, live and closed, in Kafka and the stores.
 
-    events.valid ──────► parse-events ───┐
+    events.identified ─► parse-events ───┐
     person-merges ─────► parse-merges ───┼─► key by person ─► sessionize ─► Kafka: sessions, events.late,
     sessions.handoff ──► parse-handoffs ─┘   (udfs/sessions)       │          sessions.handoff (loop)
                                                                    └─► store ops ─► apply-store-ops (Redis, DynamoDB)
@@ -8,15 +8,18 @@
 A session is a run of a person's events with no gap longer than `--gap`, split at `--max-duration` (or a
 local day / campaign boundary). Event time comes from the events' `ts_ms` with a watermark per Kafka
 partition; when the whole input is silent, an idle clock (`udfs/clock.py`) lets event time follow the wall
-clock so sessions still close. Person merges (`person-merges`, from the identity job) hand the absorbed
-person's state to the survivor through the loop topic `sessions.handoff`. docs/sessions.md explains it all.
+clock so sessions still close. Input is the identity job's `events.identified` (events keyed by canonical
+person id; its `erase` events delete the person's sessions). Person merges (`person-merges`) are held until
+event time reaches them, then hand the absorbed person's state to the survivor through the loop topic
+`sessions.handoff` (`udfs/merges.py`, `jobs/merges.py`, shared with the segments job). docs/sessions.md
+explains it all.
 
 Run it in a MiniCluster (`python jobs/sessions.py --bootstrap ...`) or on a cluster
 (`flink run -py jobs/sessions.py -- --bootstrap ...`). `--help` lists every flag.
 
 Metrics (operator metric group `tagstream`): `open_sessions` (gauge, per subtask since it started),
 `events_in`, `opened`, `updated`, `closed`, `corrections`, `late` (and `late_too_late`, `late_evicted`),
-`merged` (handoffs folded into a survivor), `merged_away`, `forwarded`, `handoff_duplicate`,
+`merged` (handoffs folded into a survivor), `merged_away`, `merge_held`, `forwarded`, `handoff_duplicate`,
 `handoff_dropped`, `merge_stale`, `idle_closed` (closes made by the idle clock), `invalid_inputs`;
 `store_*` in the store writer.
 """
@@ -33,23 +36,22 @@ if __package__ in (None, ""):  # run as a script (flink run -py): make the repo 
 
 import orjson
 from pyflink.common import Row, Types
-from pyflink.datastream import DataStream, KeyedProcessFunction, OutputTag, ProcessFunction, RuntimeContext
+from pyflink.datastream import DataStream, KeyedProcessFunction, OutputTag, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 from pyflink.datastream.time_domain import TimeDomain
 
 from jobs import runtime
-from jobs.operators import key_by_first_field, parallelism_of, state_ttl, write_store_ops
+from jobs.merges import add_merge_flags, keyed_messages, merge_sources
+from jobs.operators import state_ttl, write_store_ops
 from udfs.clock import IdleClock
+from udfs.merges import EVENT, NOTES
 from udfs.persons import person_id_of
 from udfs.sessions.config import HOUR_MS, SessionConfig
-from udfs.sessions.keyed import EVENT, HANDOFF, MERGE, KeyedSessions, Result, Slot, open_sessions, route_merge
+from udfs.sessions.keyed import KeyedSessions, SessionsResult, Slot, open_sessions, slot_from_json, slot_to_json
 from udfs.sessions.records import CLOSE, LATE, SESSION_KINDS
 
-MESSAGE_TYPE = Types.ROW_NAMED(["person_id", "kind", "body"], [Types.STRING(), Types.STRING(), Types.STRING()])
-KEYED_MESSAGE_TYPE = Types.ROW([Types.STRING(), MESSAGE_TYPE])
 STORE_OPS = OutputTag("store-ops", Types.STRING())
 KIND_METRICS = {"open": "opened", "update": "updated", "close": "closed", "correction": "corrections", LATE: "late"}
-NOTE_METRICS = ("merged", "merged_away", "forwarded", "handoff_duplicate", "handoff_dropped", "merge_stale")
 DAY_MS = 24 * HOUR_MS
 
 
@@ -105,41 +107,6 @@ class SessionStreams:
     store_ops: DataStream
 
 
-class ParseInput(ProcessFunction):
-    """Turns raw input records into keyed messages `Row(person, Row(person, kind, body))`.
-
-    Args:
-        source: `event` (events.valid), `merge` (person-merges) or `handoff` (the loop topic).
-    """
-
-    def __init__(self, source: str):
-        self.source = source
-
-    def open(self, runtime_context: RuntimeContext) -> None:
-        self.invalid = runtime_context.get_metrics_group().add_group(runtime.METRIC_GROUP).counter("invalid_inputs")
-
-    def process_element(self, value, ctx):
-        raw = value[0]
-        text = raw if isinstance(raw, str) else bytes(raw).decode("utf-8", "replace")
-        try:
-            doc = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            doc = None
-        if not isinstance(doc, dict):
-            self.invalid.inc()
-            return
-        if self.source == EVENT:
-            targets = [(person, EVENT)] if (person := person_id_of(doc)) else []
-        elif self.source == MERGE:
-            targets = route_merge(doc)
-        else:
-            targets = [(doc["to"], HANDOFF)] if isinstance(doc.get("to"), str) and doc["to"] else []
-        if self.source != MERGE and not targets:
-            self.invalid.inc()
-        for person, kind in targets:
-            yield Row(person, Row(person, kind, text))
-
-
 class Sessionize(KeyedProcessFunction):
     """Holds each person's `Slot` and runs `udfs.sessions.keyed.KeyedSessions` on messages and timers.
 
@@ -164,7 +131,7 @@ class Sessionize(KeyedProcessFunction):
         self.idle_timer = runtime_context.get_state(idle_timer)
         self.clock: IdleClock | None = None  # created on first use: it needs the task's wall clock
         group = runtime_context.get_metrics_group().add_group(runtime.METRIC_GROUP)
-        names = (*KIND_METRICS.values(), *NOTE_METRICS, "events_in", "idle_closed", "late_too_late", "late_evicted")
+        names = (*KIND_METRICS.values(), *NOTES, "events_in", "idle_closed", "late_too_late", "late_evicted")
         self.counters = {name: group.counter(name) for name in names}
         self.open_count = 0
         group.gauge("open_sessions", lambda: self.open_count)
@@ -179,7 +146,7 @@ class Sessionize(KeyedProcessFunction):
         if kind == EVENT:
             self.counters["events_in"].inc()
         data = self.slot.value()
-        slot = Slot.from_json(data) if data is not None else self.logic.new_slot(person)
+        slot = slot_from_json(data) if data is not None else self.logic.new_slot(person)
         yield from self._finish(ctx, person, slot, self.logic.handle(slot, kind, body, watermark))
 
     def on_timer(self, timestamp: int, ctx):
@@ -190,7 +157,7 @@ class Sessionize(KeyedProcessFunction):
         if data is None:  # expired by the state TTL: nothing to advance
             self.idle_timer.clear()
             return
-        slot = Slot.from_json(data)
+        slot = slot_from_json(data)
         clock = self._clock(wall)
         now = watermark
         if clock is not None:
@@ -199,9 +166,9 @@ class Sessionize(KeyedProcessFunction):
         idle = ctx.time_domain() == TimeDomain.PROCESSING_TIME
         if idle:
             self.idle_timer.clear()
-        result = self.logic.on_time(slot, now)
+        result = self.logic.on_time(slot, now, watermark)
         if idle:
-            self.counters["idle_closed"].inc(sum(1 for o in result.outputs if o.kind == CLOSE))
+            self.counters["idle_closed"].inc(sum(1 for e in result.outputs for o in e.outputs if o.kind == CLOSE))
         yield from self._finish(ctx, person, slot, result)
 
     def _clock(self, wall_ms: int) -> IdleClock | None:
@@ -209,20 +176,22 @@ class Sessionize(KeyedProcessFunction):
             self.clock = IdleClock(self.config.idle_timeout_ms, wall_ms)
         return self.clock
 
-    def _finish(self, ctx, person: str, old: Slot, result: Result):
-        self.slot.update(result.slot.to_json())
+    def _finish(self, ctx, person: str, old: Slot, result: SessionsResult):
+        self.slot.update(slot_to_json(result.slot))
         self.open_count += open_sessions(result.slot) - open_sessions(old)
         topics = self.config.topics
-        for output in result.outputs:
-            self.counters[KIND_METRICS[output.kind]].inc()
-            if output.kind == LATE:
-                self.counters[f"late_{output.record['reason']}"].inc()
-            topic = topics.sessions if output.kind in SESSION_KINDS else topics.late
-            yield Row(topic, str(output.record.get("person_id") or person), _json(output.record))
+        for emitted in result.outputs:
+            for output in emitted.outputs:
+                self.counters[KIND_METRICS[output.kind]].inc()
+                if output.kind == LATE:
+                    self.counters[f"late_{output.record['reason']}"].inc()
+                topic = topics.sessions if output.kind in SESSION_KINDS else topics.late
+                yield Row(topic, str(output.record.get("person_id") or person), _json(output.record))
         for target, record in result.handoffs:
             yield Row(topics.handoff, target, _json(record))
-        for op in result.store_ops:
-            yield STORE_OPS, _json(op.as_dict())
+        for emitted in result.outputs:
+            for op in emitted.store_ops:
+                yield STORE_OPS, _json(op.as_dict())
         for note in result.notes:
             self.counters[note].inc()
         self._schedule(ctx, self.logic.wakeup(old), result.wakeup)
@@ -265,7 +234,7 @@ def build_sessions(events: DataStream, config: SessionsJobConfig, merges: DataSt
     on a bounded collection).
 
     Args:
-        events: `events.valid` records.
+        events: `events.identified` (or `events.valid`) records.
         config: sessionization, topics, idle clock and state settings.
         merges: `person-merges` records (None: no person merges).
         handoffs: the loop topic's records (None: no loop; handoffs still leave in `kafka`).
@@ -273,17 +242,7 @@ def build_sessions(events: DataStream, config: SessionsJobConfig, merges: DataSt
     Returns:
         The Kafka records (sessions, late events, handoffs) and the store ops.
     """
-    parsed = []
-    for stream, source in ((events, EVENT), (merges, MERGE), (handoffs, HANDOFF)):
-        if stream is None:
-            continue
-        out = stream.process(ParseInput(source), output_type=KEYED_MESSAGE_TYPE) \
-            .name(f"parse-{source}s").uid(f"sessions-parse-{source}s")
-        if (parallelism := parallelism_of(stream)) is not None:
-            out = out.set_parallelism(parallelism)  # a forward edge keeps each person's records in order
-        parsed.append(out)
-    messages = parsed[0].union(*parsed[1:]) if len(parsed) > 1 else parsed[0]
-    kafka = key_by_first_field(messages, MESSAGE_TYPE) \
+    kafka = keyed_messages("sessions", person_id_of, events, merges, handoffs) \
         .process(Sessionize(config), output_type=runtime.KAFKA_RECORD_TYPE) \
         .name("sessionize").uid("sessions-sessionize")
     return SessionStreams(kafka=kafka, store_ops=kafka.get_side_output(STORE_OPS))
@@ -294,14 +253,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = SessionConfig()
     parser = runtime.job_parser("sessions", __doc__, event_time=True, stores=True)
     topics = parser.add_argument_group("topics")
-    topics.add_argument("--events-topic", default="events.valid", help="input events (default events.valid)")
-    topics.add_argument("--merges-topic", default="person-merges",
-                        help="person merges of the identity job (default person-merges; '' disables)")
+    topics.add_argument("--events-topic", default="events.identified",
+                        help="input events (default events.identified: the identity job's output, keyed by the "
+                             "canonical person_id; events.valid keys by the primary identifier instead)")
     topics.add_argument("--sessions-topic", default=SessionTopics.sessions, help="session records (default sessions)")
     topics.add_argument("--late-topic", default=SessionTopics.late, help="too-late events (default events.late)")
-    topics.add_argument("--handoff-topic", default=SessionTopics.handoff,
-                        help="internal loop topic of person merges, read back by this job (default sessions.handoff)")
     topics.add_argument("--group-id", default="tagstream-sessions", help="Kafka consumer group")
+    add_merge_flags(parser, SessionTopics.handoff)
     group = parser.add_argument_group("sessions")
     group.add_argument("--gap", type=runtime.parse_duration_ms, default=defaults.gap_ms,
                        help="inactivity gap that ends a session (default 30m)")
@@ -342,15 +300,10 @@ def main(argv: list[str] | None = None) -> None:
     env = runtime.create_env(runtime.runtime_options(args))
     t_env = runtime.table_env(env)
     props = runtime.kafka_properties(args)
-    idle = args.idle_timeout
-
-    def source(topic: str, event_time: runtime.EventTime, name: str) -> DataStream:
-        return runtime.kafka_event_source(t_env, args.bootstrap, topic, args.group_id, event_time, props, name)
-
-    events = source(args.events_topic, runtime.EventTime("ts_ms", args.out_of_orderness, idle), "events")
-    # Control topics: their watermarks follow their own records and go idle when silent.
-    merges = source(args.merges_topic, runtime.EventTime("ts", 0, idle), "merges") if args.merges_topic else None
-    handoffs = source(args.handoff_topic, runtime.EventTime(None, 0, idle), "handoffs")
+    events = runtime.kafka_event_source(t_env, args.bootstrap, args.events_topic, args.group_id,
+                                        runtime.EventTime("ts_ms", args.out_of_orderness, args.idle_timeout), props,
+                                        "events")
+    merges, handoffs = merge_sources(t_env, args, props)
     streams = build_sessions(events, job_config(args), merges, handoffs)
     runtime.kafka_keyed_sink(env, streams.kafka, args.bootstrap, args.exactly_once, "tagstream-sessions", props,
                              "sessions-records", topics=[args.sessions_topic, args.late_topic, args.handoff_topic])
