@@ -403,9 +403,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = SegmentsConfig()
     parser = runtime.job_parser("segments", __doc__, event_time=True, stores=True)
     topics = parser.add_argument_group("topics")
-    topics.add_argument("--input-topic", default="events.valid",
-                        help="input events (default events.valid; events.identified once the identity job is the "
-                             "default input: its person_id is then used as the key)")
+    topics.add_argument("--input-topic", default="events.identified",
+                        help="input events (default events.identified: the identity job's output, keyed by the "
+                             "canonical person_id; events.valid keys by an identifier-derived id instead)")
     topics.add_argument("--definitions-topic", default="segment-definitions",
                         help="compacted topic of definitions by name, always read from the start "
                              "(default segment-definitions; tools/segments_cli.py apply publishes to it)")

@@ -44,11 +44,12 @@ JOBS: tuple[JobSpec, ...] = (
     JobSpec("identity", "tagstream-identity", "jobs/identity.py",
             lambda p: ["--bootstrap", p.bootstrap, "--redis-url", f"redis://127.0.0.1:{p.redis}/0",
                        "--dynamodb-endpoint", f"http://127.0.0.1:{p.dynamodb}", "--dynamodb-region", "us-east-1"]),
+    # Sessions and segments read the identity job's output: events keyed by the canonical person id.
     JobSpec("sessions", "tagstream-sessions", "jobs/sessions.py",
-            lambda p: ["--bootstrap", p.bootstrap, "--redis-url", f"redis://127.0.0.1:{p.redis}/0",
+            lambda p: ["--bootstrap", p.bootstrap, "--events-topic", "events.identified", "--redis-url", f"redis://127.0.0.1:{p.redis}/0",
                        "--dynamodb-endpoint", f"http://127.0.0.1:{p.dynamodb}", "--dynamodb-region", "us-east-1"]),
     JobSpec("segments", "tagstream-segments", "jobs/segments.py",
-            lambda p: ["--bootstrap", p.bootstrap, "--redis-url", f"redis://127.0.0.1:{p.redis}/0",
+            lambda p: ["--bootstrap", p.bootstrap, "--input-topic", "events.identified", "--redis-url", f"redis://127.0.0.1:{p.redis}/0",
                        "--dynamodb-endpoint", f"http://127.0.0.1:{p.dynamodb}", "--dynamodb-region", "us-east-1"]),
 )
 

@@ -144,6 +144,9 @@ def test_erase_removes_everything(run):
     dynamo = [o for o in after if o.get("kind") == "dynamodb" and o["key"] == {"person_id": person}]
     assert dynamo and dynamo[-1]["op"] == "delete" and dynamo[-1]["erase"]
     assert [o["value"] for o in kafka(after, "profiles") if o["key"] == person][-1] is None
+    # the erase goes on to events.identified with the erased person's id (for sessions and segments)
+    erased = [v for v in values(after, "events.identified") if v["type"] == "erase"]
+    assert [(v["event_id"], v["person_id"]) for v in erased] == [("x1", person)]
 
     # a replayed event from before the erasure stays erased: nothing mentions the person any more
     seen = len(after)

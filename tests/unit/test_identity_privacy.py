@@ -180,6 +180,10 @@ def test_erase_leaves_nothing_behind() -> None:
     assert [(o.table, o.key) for o in deletes if isinstance(o, DynamoDelete)] == [
         ("tagstream_profiles", {"person_id": victim})]
     assert KafkaRecord("profiles", victim, None) in out
+    # the erase itself goes on to events.identified with the erased person's id (sessions and segments)
+    (passed,) = [o for o in out if isinstance(o, KafkaRecord) and o.topic == "events.identified"]
+    assert passed.key == victim and passed.value["person_id"] == victim and passed.value["type"] == "erase"
+    assert "ann" not in orjson.dumps(passed.value).decode().lower()
 
     # a replayed older event does not bring the person back; a new one starts a new person
     assert svc.process({"event_id": "e2", "type": "identify", "ts": T0 + 1,

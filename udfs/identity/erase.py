@@ -2,10 +2,12 @@
 
 For each person of the event's identifiers: its identifiers, every link touching them, their profile
 contributions and matching records are removed from the component; the outputs delete the person's
-Redis profile and alias keys and DynamoDB item, tombstone the `profiles` changelog key, and carry an
+Redis profile and alias keys and DynamoDB item, tombstone the `profiles` changelog key, carry an
 `erasures` audit record holding only the person id, a keyed hash of the identifier, the event time and
-counts of what was deleted. The caller (the service, or the directory stage in the keyed job) keeps a
-tombstone of each erased identifier so replayed older events do not bring the person back.
+counts of what was deleted, and pass the (sanitized) `erase` event on to `events.identified` annotated
+with the erased person's id, so the jobs downstream (sessions, segments) erase that person too. The
+caller (the service, or the directory stage in the keyed job) keeps a tombstone of each erased identifier
+so replayed older events do not bring the person back.
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from udfs.identity.observe import Observation
-from udfs.identity.records import Output, alias_key, erasure_record, profile_deletion, profile_key
+from udfs.identity.records import (
+    Output,
+    alias_key,
+    erasure_record,
+    identified_event,
+    profile_deletion,
+    profile_key,
+)
 from udfs.stores.ops import RedisDelete
 
 if TYPE_CHECKING:
@@ -79,6 +88,8 @@ def erase_persons(state: ComponentState, obs: Observation, settings: Settings) -
                    "matching_records": len(records), "redis_keys": len(aliases) + 1, "dynamodb_items": 1}
         audit_id = hashed_identifier(requested, settings)
         plan.outputs.append(erasure_record(config, obs.event_id, obs.ts_ms, audit_id, pid, deleted))
+        if obs.sanitized:
+            plan.outputs.append(identified_event(config, obs.sanitized, pid))
     return plan
 
 
