@@ -4,7 +4,7 @@ PROFILE ?= dev
 export TAGSTREAM_PROFILE := $(PROFILE)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down status test test-unit lint dq demo segments-apply lookup-serve clean
+.PHONY: help setup up down status test test-unit lint dq demo segments-apply segments-backfill lookup-serve clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,10 @@ demo: setup ## Start the dev stack, submit the jobs, generate events
 
 segments-apply: setup ## Validate segments/examples/*.yaml and publish them to the stack's definitions (PROFILE=dev|test)
 	$(PY) -m tools.segments_cli --profile $(PROFILE) apply segments/examples/*.yaml
+
+segments-backfill: setup ## Warm Redis + DynamoDB of PROFILE (dev) from Parquet history: make segments-backfill FILES="a.parquet ..." [AS_OF=epoch-ms|RFC3339]
+	@[ -n "$(FILES)" ] || { echo 'usage: make segments-backfill FILES="history/*.parquet" [AS_OF=...]'; exit 2; }
+	$(PY) -m tools.flink_jobs backfill --profile $(PROFILE) $(if $(AS_OF),--as-of $(AS_OF)) $(FILES)
 
 lookup-serve: setup ## Run the segments lookup service on the stack of PROFILE (dev): http://127.0.0.1:8090 (PORT=...)
 	$(PY) -m service --profile $(PROFILE) --port $(or $(PORT),8090)

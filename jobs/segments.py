@@ -89,6 +89,9 @@ class SegmentsJobConfig:
             then wait for the watermark).
         state_ttl_ms: a person's state is dropped after this long without a write (processing time); longer
             than the longest window of any definition.
+        advance_until_ms: event time of a bounded run (the backfill) ends here: watermarks are capped at it and
+            timers after it are not advanced, so the final watermark of a bounded input does not end the tags
+            that still hold at that time. None (the live job): unbounded.
     """
 
     segments: SegmentsConfig = field(default_factory=SegmentsConfig)
@@ -96,6 +99,7 @@ class SegmentsJobConfig:
     topics: SegmentTopics = field(default_factory=SegmentTopics)
     idle_timeout_ms: int | None = 1000
     state_ttl_ms: int = 35 * DAY_MS
+    advance_until_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -204,10 +208,10 @@ class _Evaluate:
         if (clock := self._clock(wall)) is not None:
             clock.on_input(watermark, wall)
         self.counters["events_in"].inc()
-        engine = self._engine(ctx, _known(watermark))
+        engine = self._engine(ctx, self._known(watermark))
         state = self._load(engine, person)
         try:
-            state, out, wake = engine.on_event(state, orjson.loads(text), _known(watermark))
+            state, out, wake = engine.on_event(state, orjson.loads(text), self._known(watermark))
         except (ValueError, KeyError, TypeError):  # events.valid holds contract events; count, never crash
             self.counters["invalid_inputs"].inc()
             return
@@ -221,14 +225,16 @@ class _Evaluate:
             self.timer.clear()
             self.idle_timer.clear()
             return
-        engine = self._engine(ctx, _known(watermark))
+        engine = self._engine(ctx, self._known(watermark))
         state = self._load(engine, ctx.get_current_key())
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
             self.idle_timer.clear()
             yield from self._idle_advance(ctx, engine, state, watermark, wall)
             return
         self.timer.clear()
-        state, out, wake = engine.advance(state, timestamp, _known(watermark))
+        if self.config.advance_until_ms is not None and timestamp > self.config.advance_until_ms:
+            return  # after the end of a bounded run: the tag still holds at its end
+        state, out, wake = engine.advance(state, timestamp, self._known(watermark))
         yield from self._finish(ctx, state, out, wake)
 
     def _idle_advance(self, ctx, engine: Engine, state, watermark: int, wall: int):
@@ -243,9 +249,16 @@ class _Evaluate:
             if wake is None or wake > now:
                 break
             self.counters["idle_advances"].inc()
-            state, step, wake = engine.advance(state, wake, _known(watermark))
+            state, step, wake = engine.advance(state, wake, self._known(watermark))
             out.extend(step)
         yield from self._finish(ctx, state, out, wake)
+
+    def _known(self, watermark: int) -> int | None:
+        """The watermark (capped at `advance_until_ms`), or None before the first one (Long.MIN_VALUE)."""
+        if watermark <= NO_TIME:
+            return None
+        until = self.config.advance_until_ms
+        return watermark if until is None else min(watermark, until)
 
     def _clock(self, wall_ms: int) -> IdleClock | None:
         if self.clock is None and self.config.idle_timeout_ms:
@@ -308,11 +321,6 @@ class _Evaluate:
         else:
             timers.register_processing_time_timer(due)
             self.idle_timer.update(due)
-
-
-def _known(watermark: int) -> int | None:
-    """The watermark, or None before the first one (Flink's Long.MIN_VALUE)."""
-    return None if watermark <= NO_TIME else watermark
 
 
 class RouteOutputs(ProcessFunction):

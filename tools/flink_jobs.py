@@ -1,7 +1,8 @@
 """The deployable job suite and how to submit it to a Flink cluster with `flink run -py`.
 
 `python -m tools.flink_jobs submit [JOB ...]` submits (detached) every job, or the named ones, to the
-profile's local cluster and waits until each is RUNNING; `list` shows what runs; `cancel` stops them.
+profile's local cluster and waits until each is RUNNING; `list` shows what runs; `cancel` stops them;
+`backfill FILE.parquet ... [--as-of T]` runs the bounded segments backfill to completion.
 A job that already runs under its name is left alone, so submitting twice is harmless.
 """
 
@@ -52,6 +53,11 @@ JOBS: tuple[JobSpec, ...] = (
             lambda p: ["--bootstrap", p.bootstrap, "--input-topic", "events.identified", "--redis-url", f"redis://127.0.0.1:{p.redis}/0",
                        "--dynamodb-endpoint", f"http://127.0.0.1:{p.dynamodb}", "--dynamodb-region", "us-east-1"]),
 )
+
+
+# The bounded segments backfill (jobs/segments_backfill.py): run to completion by `backfill`, never left running.
+BACKFILL = JobSpec("segments-backfill", "tagstream-segments-backfill", "jobs/segments_backfill.py",
+                   next(j for j in JOBS if j.key == "segments").args)
 
 
 def rest(ports: Ports, path: str, method: str = "GET") -> dict:
@@ -122,6 +128,25 @@ def submit(stack, spec: JobSpec, extra_args: list[str] | None = None, flink_opti
     return job_id
 
 
+def run_backfill(stack, files: list[Path], extra_args: list[str] | None = None, timeout_s: float = 3600) -> str:
+    """Runs the segments backfill over Parquet files on the stack's cluster and waits until it finished.
+
+    Returns:
+        The client's output (the history summary and the job's result).
+
+    Raises:
+        RuntimeError: the run failed.
+    """
+    python = sys.executable
+    done = stack.flink("run", "-pyclientexec", python, "-pyexec", python, "-py", str(REPO_ROOT / BACKFILL.script),
+                       *BACKFILL.args(stack.ports), *(extra_args or []), *[str(f.resolve()) for f in files],
+                       timeout=timeout_s)
+    output = f"{done.stdout}\n{done.stderr}"
+    if done.returncode != 0:
+        raise RuntimeError(f"flink run {BACKFILL.script} failed (exit {done.returncode}):\n{output[-4000:]}")
+    return output
+
+
 def stop_with_savepoint(stack, job_id: str, directory: Path, timeout_s: float = 300) -> str:
     """Stops a job gracefully with `flink stop --savepointPath`; returns the savepoint's path."""
     done = stack.flink("stop", "--savepointPath", str(directory), job_id, timeout=timeout_s)
@@ -165,11 +190,19 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="flink_jobs", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("submit", "list", "cancel"))
-    parser.add_argument("jobs", nargs="*", help=f"job keys (default all: {', '.join(j.key for j in JOBS)})")
+    parser.add_argument("command", choices=("submit", "list", "cancel", "backfill"))
+    parser.add_argument("jobs", nargs="*", help=f"job keys (default all: {', '.join(j.key for j in JOBS)}); for "
+                                                "backfill: the Parquet files")
+    parser.add_argument("--as-of", default=None, help="backfill: end of the history (default: now)")
     parser.add_argument("--profile", default=None, help="stack profile (default $TAGSTREAM_PROFILE or dev)")
     args = parser.parse_args(argv)
     stack = Stack(args.profile) if args.profile else Stack()
+    if args.command == "backfill":
+        if not args.jobs:
+            parser.error("backfill needs Parquet files")
+        as_of = ["--as-of", args.as_of] if args.as_of else []
+        print(run_backfill(stack, [Path(f) for f in args.jobs], as_of).strip())
+        return 0
     specs = [j for j in JOBS if not args.jobs or j.key in args.jobs]
     if args.command == "submit":
         for spec in specs:

@@ -14,7 +14,7 @@ import pytest
 from pyflink.common import Row
 
 from jobs.runtime import KAFKA_RECORD_TYPE, TIMED_VALUE_TYPE, table_env, with_event_time
-from jobs.segments import TEXT_PAIR_TYPE, SegmentsJobConfig, build_segments
+from jobs.segments import TEXT_PAIR_TYPE, SegmentsJobConfig, SegmentsStreams, build_segments
 from udfs.segments import SegmentsConfig, load_files, person_id_of
 from udfs.segments.config import MINUTE_MS
 from udfs.segments.definitions import EXAMPLES_DIR
@@ -51,7 +51,11 @@ def run(env, events: list[dict], config: SegmentsJobConfig,
         published = env.from_collection([Row(k, v) for k, v in definitions], type_info=TEXT_PAIR_TYPE) \
             .map(lambda row: time.sleep(4 if row[0] == definitions[0][0] else 0) or Row(row[0], row[1]),
                  output_type=TEXT_PAIR_TYPE).set_parallelism(1)  # in order, the first one after the events
-    streams = build_segments(with_event_time(t_env, rows, 0), published, config)
+    return collect(build_segments(with_event_time(t_env, rows, 0), published, config))
+
+
+def collect(streams: SegmentsStreams) -> tuple[list[tuple[str, str, dict]], list[dict]]:
+    """Runs the job of the stage's streams; returns the Kafka records as (topic, key, value) and the store ops."""
     ops = streams.store_ops.map(lambda op: Row("store", "", op), output_type=KAFKA_RECORD_TYPE)
     with streams.kafka.union(ops).execute_and_collect() as results:
         records = [(r[0], r[1], orjson.loads(r[2])) for r in results]

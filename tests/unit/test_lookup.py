@@ -168,11 +168,13 @@ def test_reader_drops_expired_tags_at_the_exact_millisecond_and_marks_stale_plac
     fields = {"tag:a": tag("a", NOW + 1), "tag:b": tag("b", NOW), "tag:c": tag("c", None),
               "placement:banner": orjson.dumps({"content": "x", "rule": "r", "tag": "b", "version": "v"}).decode(),
               "placement:home": orjson.dumps({"content": "y", "rule": "r", "tag": "a", "version": "v"}).decode(),
-              "consent": "false"}
+              "consent": "true"}
     view = view_from_hash("p-1", fields, NOW)
-    assert set(view["tags"]) == {"a", "c"} and view["consent"] is False and view["as_of"] == NOW
+    assert set(view["tags"]) == {"a", "c"} and view["consent"] is True and view["as_of"] == NOW
     assert view["placements"]["banner"]["stale"] is True and "stale" not in view["placements"]["home"]
     assert set(view_from_hash("p-1", fields, NOW - 1)["tags"]) == {"a", "b", "c"}
+    denied = view_from_hash("p-1", {**fields, "consent": "false"}, NOW)
+    assert denied["tags"] == {} and denied["consent"] is False
     assert view_from_items("p-1", [], NOW)["tags"] == {}
 
 

@@ -5,7 +5,7 @@ the DynamoDB items of `tagstream_segments` are decoded into the document `Engine
 (`records.view_record`): `person_id`, `as_of`, `consent`, `tags`, `placements`. Tags whose expiry has passed
 are dropped by the reader (the job writes an exit when its timer fires, which can lag the exact time, and
 Redis keeps the field until then). A placement whose deciding tag is no longer live is kept but marked
-`stale` (the job rewrites it when it processes the exit).
+`stale` (the job rewrites it when it processes the exit). A person whose consent is denied holds no tag.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ def view_from_hash(person_id: str, fields: Mapping[str, str], now_ms: int) -> di
             placements[name[len(PLACEMENT_PREFIX):]] = value
         elif name == CONSENT_FIELD:
             consent = value
+    if consent is False:  # a denied person holds no tag (a backfilled field the live job never saw included)
+        tags = {}
     return view_record(person_id, now_ms, consent, tags, _mark_stale(placements, tags))
 
 

@@ -1,0 +1,38 @@
+"""The backfill's history preparation: contract validation, the cut at `as_of`, event-time order."""
+
+from __future__ import annotations
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from udfs.segments.history import AFTER_AS_OF, EMPTY, prepare_history
+
+BASE = 1_795_000_000_000
+
+
+def raw(event_id: str, ts: int, as_text: bool = False) -> bytes | str:
+    value = orjson.dumps({"event_id": event_id, "type": "search", "ts": ts, "channel": "web",
+                          "ids": {"user_id": "u"}, "props": {}})
+    return value.decode() if as_text else value
+
+
+def test_valid_events_up_to_as_of_are_kept_in_time_order_and_the_rest_counted():
+    values = [raw("c", BASE + 30), raw("a", BASE + 10, as_text=True), raw("late", BASE + 101), b"{x", None, b"",
+              b'{"event_id": "n", "type": "nope"}', raw("b", BASE + 10), raw("edge", BASE + 100)]
+    history = prepare_history(values, BASE + 100)
+    assert [orjson.loads(e)["event_id"] for e, _ in history.events] == ["a", "b", "c", "edge"]
+    assert [ts for _, ts in history.events] == [BASE + 10, BASE + 10, BASE + 30, BASE + 100]
+    assert all(orjson.loads(e)["ts_ms"] == ts for e, ts in history.events)  # as events.valid carries it
+    assert history.read == 9
+    assert history.skipped == {AFTER_AS_OF: 1, EMPTY: 2, "invalid_json": 1, "unknown_type": 1}
+    assert history.summary() == ("9 records read, 4 events kept, skipped: 1 after_as_of, 2 empty_value, "
+                                 "1 invalid_json, 1 unknown_type")
+
+
+@given(st.lists(st.integers(0, 50), max_size=30), st.randoms())
+def test_the_order_of_the_files_does_not_matter(offsets, rnd):
+    values = [raw(f"e{i}", BASE + o) for i, o in enumerate(offsets)]
+    shuffled = list(values)
+    rnd.shuffle(shuffled)
+    assert prepare_history(shuffled, BASE + 40).events == prepare_history(values, BASE + 40).events
