@@ -57,7 +57,9 @@ JOBS: tuple[JobSpec, ...] = (
 
 # The bounded segments backfill (jobs/segments_backfill.py): run to completion by `backfill`, never left running.
 BACKFILL = JobSpec("segments-backfill", "tagstream-segments-backfill", "jobs/segments_backfill.py",
-                   next(j for j in JOBS if j.key == "segments").args)
+                   lambda p: ["--bootstrap", p.bootstrap, "--redis-url", f"redis://127.0.0.1:{p.redis}/0",
+                              "--dynamodb-endpoint", f"http://127.0.0.1:{p.dynamodb}", "--dynamodb-region",
+                              "us-east-1"])
 
 
 def rest(ports: Ports, path: str, method: str = "GET") -> dict:

@@ -36,3 +36,12 @@ def test_the_order_of_the_files_does_not_matter(offsets, rnd):
     shuffled = list(values)
     rnd.shuffle(shuffled)
     assert prepare_history(shuffled, BASE + 40).events == prepare_history(values, BASE + 40).events
+
+
+def test_the_backfill_submission_passes_only_flags_the_backfill_knows():
+    from jobs.segments_backfill import parse_args
+    from tools.flink_jobs import BACKFILL
+    from udfs.topology import PROFILES
+
+    args = parse_args([*BACKFILL.args(PROFILES["dev"]), "history.parquet"])
+    assert args.redis_url and args.dynamodb_endpoint and [str(f) for f in args.files] == ["history.parquet"]
