@@ -15,8 +15,10 @@ Run it in a MiniCluster (`python jobs/identity.py --bootstrap ...`) or on a clus
 comes from `TAGSTREAM_PII_KEY` only (client and TaskManagers); the job fails at once without it.
 
 Metrics (operator metric group `tagstream`): `events_in`, `identified`, `links`, `merges`, `splits`,
-`refused_merges`, `review_candidates`, `erasures`, `loop_messages`, `kafka_outputs`, `store_ops`
-(and `store_applied`, `store_skipped`, `store_deleted`, `store_expired` in the store writer).
+`refused_merges`, `review_candidates`, `erasures`, `loop_messages`, `kafka_outputs`, `store_ops`, the gauges
+`pending_observations`, `pending_claims`, `component_size_max`, `component_links_max`,
+`component_state_bytes_max` (and `store_applied`, `store_skipped`, `store_deleted`, `store_expired` in the
+store writer).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from udfs.identity.config import (
     load_profile_policies,
 )
 from udfs.identity.engine import Settings
+from udfs.identity.gauges import StageGauges, pending_work
 from udfs.identity.pii import PII_KEY_ENV, PiiHasher, PiiKeyMissing
 from udfs.identity.records import DEFAULT_TOPICS, IDENTIFIED, KafkaRecord, topic_name
 from udfs.identity.routing import BLOCKS, COMPONENT, DIRECTORY, Block, Entry, Message, Slot, ingest, step
@@ -168,6 +171,8 @@ class IdentityStages(KeyedProcessFunction):
         group = runtime_context.get_metrics_group().add_group(runtime.METRIC_GROUP)
         self.counters = {name: group.counter(name) for name in (
             "identified", "links", "loop_messages", "kafka_outputs", "store_ops", *_KIND_METRICS.values())}
+        self.work = StageGauges()
+        self.work.register(group)
 
     def _load(self, stage: str):
         raw = self.states[stage].value()
@@ -175,24 +180,31 @@ class IdentityStages(KeyedProcessFunction):
             raw = self.forward.value()
         return _STATE_CLASSES[stage].from_dict(orjson.loads(raw)) if raw is not None else None
 
-    def _store(self, stage: str, state) -> None:
+    def _store(self, stage: str, state) -> int:
+        """Stores a stage's state; returns the size of its JSON text (0 when cleared)."""
         data = state.to_dict()
         if data == _STATE_CLASSES[stage]().to_dict():  # nothing left (e.g. after an erasure)
             self.states[stage].clear()
             if stage == COMPONENT:
                 self.forward.clear()
-        elif stage == COMPONENT and state.forward is not None:  # short-lived pointer, state dropped
+            return 0
+        text = orjson.dumps(data).decode("utf-8")
+        if stage == COMPONENT and state.forward is not None:  # short-lived pointer, state dropped
             self.states[stage].clear()
-            self.forward.update(orjson.dumps(data).decode("utf-8"))
+            self.forward.update(text)
         else:
-            self.states[stage].update(orjson.dumps(data).decode("utf-8"))
+            self.states[stage].update(text)
+        return len(text)
 
     def process_element(self, value, ctx):
         msg = Message.from_bytes(value.encode("utf-8"))
         state = self._load(msg.stage)
         links_before = _link_count(state)
+        work_before = pending_work(state)
         state, messages, outputs = step(state, msg, self.settings)
-        self._store(msg.stage, state)
+        size = self._store(msg.stage, state)
+        if msg.stage == COMPONENT:
+            self.work.observe(state, work_before, size)
         if msg.kind != "ship":  # a ship moves links between components: not new ones
             self.counters["links"].inc(max(_link_count(state) - links_before, 0))
         for out in messages:

@@ -79,8 +79,8 @@ class ApplyStoreOps(ProcessFunction):
 
         opts = self.options
         self.redis = RedisStore(RedisConfig(url=opts.redis_url)) if opts.redis_url else None
-        self.dynamo = DynamoStore(DynamoConfig(endpoint_url=opts.dynamodb_endpoint, region=opts.dynamodb_region)) \
-            if opts.dynamodb else None
+        self.dynamo = DynamoStore(DynamoConfig(endpoint_url=opts.dynamodb_endpoint, region=opts.dynamodb_region,
+                                               table_prefix=opts.dynamodb_table_prefix)) if opts.dynamodb else None
         group = runtime_context.get_metrics_group().add_group(METRIC_GROUP)
         self.counters = {name: group.counter(f"store_{name}") for name in ("applied", "skipped", "deleted", "expired")}
 

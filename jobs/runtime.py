@@ -348,12 +348,14 @@ class StoreOptions:
         dynamodb_endpoint: DynamoDB endpoint URL (DynamoDB Local), None: AWS's.
         dynamodb_region: AWS region (credentials from the boto3 chain).
         dynamodb: write DynamoDB ops (False: they are dropped).
+        dynamodb_table_prefix: prefixed to every DynamoDB table name (isolated copies of the tables).
     """
 
     redis_url: str | None = None
     dynamodb_endpoint: str | None = None
     dynamodb_region: str | None = None
     dynamodb: bool = True
+    dynamodb_table_prefix: str = ""
 
 
 def add_store_flags(parser: argparse.ArgumentParser) -> None:
@@ -368,12 +370,16 @@ def add_store_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dynamodb-region", default=os.environ.get("AWS_REGION"),
                        help="AWS region of DynamoDB (default $AWS_REGION)")
     group.add_argument("--no-dynamodb", action="store_true", help="do not write DynamoDB (Redis only)")
+    group.add_argument("--dynamodb-table-prefix", default="", metavar="PREFIX",
+                       help="prefix of every DynamoDB table name (default none: tagstream_profiles, ...), for "
+                            "isolated copies of the tables in one account")
 
 
 def store_options(args: argparse.Namespace) -> StoreOptions:
     """The :class:`StoreOptions` given by parsed flags."""
     return StoreOptions(redis_url=args.redis_url, dynamodb_endpoint=args.dynamodb_endpoint,
-                        dynamodb_region=args.dynamodb_region, dynamodb=not args.no_dynamodb)
+                        dynamodb_region=args.dynamodb_region, dynamodb=not args.no_dynamodb,
+                        dynamodb_table_prefix=args.dynamodb_table_prefix)
 
 
 def kafka_keyed_sink(env: StreamExecutionEnvironment, records: DataStream, bootstrap: str, exactly_once: bool,

@@ -19,10 +19,14 @@ import orjson
 import redis
 from kafka import KafkaConsumer
 
-from tools.flink_jobs import JOBS, submit
+from tools.flink_jobs import JOBS, operator_metrics, submit
 from tools.segments_cli import apply as apply_definitions
 from tools.stack import Stack
+from udfs.identity.config import load_identity_config
+from udfs.identity.records import alias_key
 from udfs.segments.definitions import EXAMPLES_DIR
+from udfs.stores.dynamo_codec import from_attributes
+from udfs.stores.ops import VALUE_FIELD
 from udfs.topology import TOPICS
 
 GENERATOR_PID = "generator.pid"
@@ -95,10 +99,14 @@ def tail(bootstrap: str, topics: list[str], seconds: float, per_topic: int) -> c
             for part, records in consumer.poll(timeout_ms=500).items():
                 for record in records:
                     doc = orjson.loads(record.value) if record.value else {"tombstone": True}
-                    label = f"{part.topic} ({doc['reason']})" if part.topic == "events.dlq" else part.topic
+                    label = part.topic
+                    if part.topic == "events.dlq":
+                        label = f"{part.topic} ({doc['reason']})"
+                    elif part.topic == "person-merges":
+                        label = f"{part.topic} ({doc.get('kind')})"
                     counts[label] += 1
-                    if shown[part.topic] < per_topic:
-                        shown[part.topic] += 1
+                    if shown[label] < per_topic:  # per kind: merges are not crowded out by refusals
+                        shown[label] += 1
                         print(f"  {part.topic:<16} {_summary(doc)}")
     finally:
         consumer.close()
@@ -106,6 +114,13 @@ def tail(bootstrap: str, topics: list[str], seconds: float, per_topic: int) -> c
 
 
 def _summary(doc: dict) -> str:
+    if doc.get("kind") == "merge":
+        evidence = doc.get("evidence") or {}
+        return (f"merge {doc['absorbed']} -> {doc['survivor']} ({doc['reason']}: {evidence.get('event_type')} "
+                f"with {'+'.join(evidence.get('identifier_types', []))})")
+    if doc.get("kind") == "profile":
+        return (f"profile {doc['person_id']} v{doc['version']}: {len(doc['identifiers'])} identifiers, "
+                f"changed {','.join(doc['changed'])}")[:120]
     if "dlq_id" in doc:
         return f"{doc['reason']}: {doc['detail'][:90]}"
     if "event_id" in doc and "ids" in doc:
@@ -128,6 +143,39 @@ def redis_snapshot(stack: Stack) -> None:
     client.close()
 
 
+# The identity job's counters and gauges shown by the demo (docs/identity.md, Metrics).
+IDENTITY_METRICS = ("events_in", "identified", "links", "merges", "refused_merges", "review_candidates", "erasures",
+                    "pending_observations", "pending_claims", "component_size_max", "store_applied")
+
+
+def identity_snapshot(stack: Stack, job_id: str) -> None:
+    """Prints the identity job's metrics and one resolved person: its DynamoDB item, Redis hash and aliases."""
+    metrics = operator_metrics(stack.ports, job_id)
+    print("  metrics: " + ", ".join(f"{name} {metrics.get(name, 0)}" for name in IDENTITY_METRICS))
+    config = load_identity_config()
+    items = stack.dynamodb_client().scan(TableName=config.stores.dynamodb_table, Limit=500).get("Items", [])
+    profiles = [from_attributes(i) for i in items if "_tombstone" not in i]
+    merged = [p for p in profiles if len({k.split(":")[0] for k in p.get("identifiers", [])}) > 1]
+    if not merged:
+        print(f"  {len(profiles)} profiles in DynamoDB, none merged from several identifier types yet")
+        return
+    person = max(merged, key=lambda p: (len(p["identifiers"]), len(p.get("attributes", {}))))
+    pid = person["person_id"]
+    print(f"  DynamoDB {config.stores.dynamodb_table}[{pid}] v{person['version']}: identifiers "
+          f"{', '.join(k[:40] for k in person['identifiers'])}")
+    for name, value in sorted(person.get("attributes", {}).items()):
+        source = person.get("provenance", {}).get(name, {})
+        print(f"    {name} = {str(value)[:60]}  ({source.get('policy')} from {source.get('source')})")
+    client = redis.Redis(port=stack.ports.redis)
+    fields = cast(dict[bytes, bytes], client.hgetall(f"tagstream:profile:{pid}"))
+    print(f"  Redis tagstream:profile:{pid}: " + ", ".join(
+        f"{k.decode()}={v.decode()[:30]}" for k, v in sorted(fields.items()) if not k.startswith(b"_")))
+    for key in person["identifiers"]:
+        raw = cast(bytes | None, client.hget(alias_key(config, key), VALUE_FIELD))
+        print(f"  Redis {alias_key(config, key)[:70]} -> {raw.decode() if raw else None}")
+    client.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the demo (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="demo", description=__doc__)
@@ -147,8 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     applied = apply_definitions(stack.ports.bootstrap, sorted(EXAMPLES_DIR.glob("*.yaml")))
     print(f"  {len(applied)} new or changed definitions published")
     print("== submitting the job suite with flink run")
+    job_ids = {}
     for spec in JOBS:
-        print(f"  {spec.name}: RUNNING as {submit(stack, spec)}")
+        job_ids[spec.key] = submit(stack, spec)
+        print(f"  {spec.name}: RUNNING as {job_ids[spec.key]}")
     pid = start_generator(stack, args.rate, args.seed)
     ports = stack.ports
     print(f"== generator running (pid {pid}, {args.rate} events/s, log {stack.run_dir / 'generator.log'})")
@@ -170,6 +220,8 @@ http://127.0.0.1:{ports.prometheus_first + 1}/metrics (TaskManager)
         args.tail_seconds, ", ".join(f"{n} {label}" for label, n in counts.most_common()) or "nothing yet"))
     print("== Redis now (segment tags: python -m tools.lookup ID)")
     redis_snapshot(stack)
+    print("== identity: anonymous and known identifiers merged into one person, its resolved profile")
+    identity_snapshot(stack, job_ids["identity"])
     print("Everything keeps running: `make status` to check, `make down` to stop.")
     return 0 if counts else 1
 

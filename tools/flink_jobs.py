@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from udfs.identity.pii import PII_KEY_ENV
 from udfs.topology import Ports
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -32,19 +33,23 @@ class JobSpec:
         name: the Flink job name (as `env.execute(name)` sets it).
         script: the job's Python file, relative to the repo root.
         args: the job's flags for a local stack with these ports.
+        secrets: environment variables holding secrets the job's client and TaskManagers need (deployment
+            files must wire each from a secret store; tests/static checks it).
     """
 
     key: str
     name: str
     script: str
     args: Callable[[Ports], list[str]]
+    secrets: tuple[str, ...] = ()
 
 
 JOBS: tuple[JobSpec, ...] = (
     JobSpec("ingest", "tagstream-ingest", "jobs/ingest.py", lambda p: ["--bootstrap", p.bootstrap]),
     JobSpec("identity", "tagstream-identity", "jobs/identity.py",
             lambda p: ["--bootstrap", p.bootstrap, "--redis-url", f"redis://127.0.0.1:{p.redis}/0",
-                       "--dynamodb-endpoint", f"http://127.0.0.1:{p.dynamodb}", "--dynamodb-region", "us-east-1"]),
+                       "--dynamodb-endpoint", f"http://127.0.0.1:{p.dynamodb}", "--dynamodb-region", "us-east-1"],
+            secrets=(PII_KEY_ENV,)),
     # Sessions and segments read the identity job's output: events keyed by the canonical person id.
     JobSpec("sessions", "tagstream-sessions", "jobs/sessions.py",
             lambda p: ["--bootstrap", p.bootstrap, "--events-topic", "events.identified", "--redis-url", f"redis://127.0.0.1:{p.redis}/0",

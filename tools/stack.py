@@ -16,6 +16,7 @@ directory `.run/<profile>/`, so `dev` and `test` stacks can run side by side. As
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -239,26 +240,40 @@ class Stack:
         self._log(f"{'topics':<12} {len(TOPICS)} ok ({len(missing)} created)")
 
     def _ensure_tables(self) -> None:
-        """Creates missing TABLES (on-demand billing) and enables TTL on their ttl_attribute."""
+        created = self.ensure_tables()
+        self._log(f"{'tables':<12} {len(TABLES)} ok ({created} created)")
+
+    def ensure_tables(self, prefix: str = "") -> int:
+        """Creates missing TABLES (on-demand billing), named with `prefix` (an isolated copy, see
+        `--dynamodb-table-prefix`), and enables TTL on their ttl_attribute; returns how many were created."""
         client = self.dynamodb_client()
         existing = set(client.list_tables()["TableNames"])
         created = 0
         for table in TABLES:
-            if table.name not in existing:
+            name = prefix + table.name
+            if name not in existing:
                 keys = [(table.hash_key, "HASH")] + ([(table.range_key, "RANGE")] if table.range_key else [])
                 client.create_table(
-                    TableName=table.name, BillingMode="PAY_PER_REQUEST",
+                    TableName=name, BillingMode="PAY_PER_REQUEST",
                     KeySchema=[{"AttributeName": a, "KeyType": k} for a, k in keys],
                     AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a, _ in keys])
-                client.get_waiter("table_exists").wait(TableName=table.name,
-                                                       WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+                client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
                 created += 1
             if table.ttl_attribute:
-                ttl = client.describe_time_to_live(TableName=table.name)["TimeToLiveDescription"]
+                ttl = client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
                 if ttl.get("TimeToLiveStatus") != "ENABLED":
-                    client.update_time_to_live(TableName=table.name, TimeToLiveSpecification={
+                    client.update_time_to_live(TableName=name, TimeToLiveSpecification={
                         "Enabled": True, "AttributeName": table.ttl_attribute})
-        self._log(f"{'tables':<12} {len(TABLES)} ok ({created} created)")
+        return created
+
+    def drop_tables(self, prefix: str) -> None:
+        """Deletes the copy of TABLES named with `prefix` (best effort; the unprefixed tables are refused)."""
+        if not prefix:
+            raise ValueError("drop_tables needs a prefix: the stack's own tables stay")
+        client = self.dynamodb_client()
+        for table in TABLES:
+            with contextlib.suppress(Exception):  # already gone
+                client.delete_table(TableName=prefix + table.name)
 
 
 def _print_status(stack: Stack) -> bool:

@@ -1,8 +1,9 @@
-"""Static checks of the deployment files: docker/Dockerfile, docker/compose.yaml, k8s/flink-deployment.yaml.
+"""Static checks of the deployment files: docker/Dockerfile, docker/compose.yaml, k8s/*.yaml.
 
 Nothing is built or run. The checks tie the files to the rest of the repository: versions to requirements.txt
 and deps/pom.xml, paths to files that exist, Flink settings to flink-conf/config.yaml, Kafka settings to
-tools/stack_conf/kafka.properties, ports to the `dev` profile, submitted jobs to tools.flink_jobs.JOBS.
+tools/stack_conf/kafka.properties, ports to the `dev` profile, submitted jobs to tools.flink_jobs.JOBS, and each
+job's secrets (JobSpec.secrets) to a secret store, never a value in the repository.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 DOCKERIGNORE = REPO / "docker" / "Dockerfile.dockerignore"
 COMPOSE = REPO / "docker" / "compose.yaml"
-K8S = REPO / "k8s" / "flink-deployment.yaml"
-K8S_LOOKUP = REPO / "k8s" / "lookup-service.yaml"
+K8S_DIR = REPO / "k8s"
+K8S_LOOKUP = K8S_DIR / "lookup-service.yaml"
 FLINK_CONF = REPO / "flink-conf" / "config.yaml"
 KAFKA_PROPERTIES = REPO / "tools" / "stack_conf" / "kafka.properties"
 
@@ -146,15 +147,31 @@ def services() -> dict[str, Any]:
 
 
 def k8s_documents() -> list[dict[str, Any]]:
-    """Every document of k8s/flink-deployment.yaml."""
-    return [d for d in yaml.safe_load_all(K8S.read_text()) if d]
+    """Every document of every k8s/*.yaml."""
+    return [d for path in sorted(K8S_DIR.glob("*.yaml")) for d in yaml.safe_load_all(path.read_text()) if d]
 
 
-def flink_deployment() -> dict[str, Any]:
-    """The FlinkDeployment of k8s/flink-deployment.yaml."""
-    found = [d for d in k8s_documents() if d.get("kind") == "FlinkDeployment"]
-    assert len(found) == 1, f"k8s/flink-deployment.yaml must hold one FlinkDeployment, found {len(found)}"
-    return found[0]
+def flink_deployments() -> dict[str, dict[str, Any]]:
+    """The FlinkDeployments of k8s/ by name (one application cluster per job)."""
+    found = {d["metadata"]["name"]: d for d in k8s_documents() if d.get("kind") == "FlinkDeployment"}
+    assert found, "k8s/ holds no FlinkDeployment"
+    return found
+
+
+def deployed_job(deployment: dict[str, Any]) -> tuple[Any, list[str]]:
+    """The JobSpec a FlinkDeployment runs (by its `-py` script) and the job's flags."""
+    args = deployment["spec"]["job"]["args"]
+    assert "-py" in args, f"PythonDriver needs -py: {args}"
+    script = args[args.index("-py") + 1]
+    jobs = [j for j in JOBS if IMAGE_ROOT + j.script == script]
+    assert jobs, f"{deployment['metadata']['name']} runs {script}, no job of tools.flink_jobs.JOBS"
+    return jobs[0], args[args.index("-py") + 2:]
+
+
+def main_container(deployment: dict[str, Any]) -> dict[str, Any]:
+    """The podTemplate's flink-main-container (the operator merges it into the JobManager and TaskManagers)."""
+    containers = deployment["spec"]["podTemplate"]["spec"]["containers"]
+    return next(c for c in containers if c["name"] == "flink-main-container")
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -320,7 +337,8 @@ def test_python_interpreter_paths_agree():
         for found in re.findall(r"/usr/local/bin/python[\d.]*", text):
             assert found == expected, f"{found!r} in {text[:80]!r}: the image's Python is {expected}"
     assert flink_properties("jobmanager")["python.executable"] == expected
-    assert flink_deployment()["spec"]["flinkConfiguration"]["python.executable"] == expected
+    for deployment in flink_deployments().values():
+        assert deployment["spec"]["flinkConfiguration"]["python.executable"] == expected
 
 
 def test_compose_image_versions_match_pom():
@@ -452,8 +470,9 @@ def test_flink_properties_mirror_flink_conf():
                 f"{key}={props[key]} is not on a volume of {name} (mounts {mounts})")
 
 
-def test_k8s_flink_deployment():
-    deployment = flink_deployment()
+@pytest.mark.parametrize("name", sorted(flink_deployments()))
+def test_k8s_flink_deployment(name):
+    deployment = flink_deployments()[name]
     flink = pinned("apache-flink")
     major, minor = flink.split(".")[:2]
     spec = deployment["spec"]
@@ -489,7 +508,7 @@ def test_k8s_flink_deployment():
         directory = config[key].removeprefix("file://")
         on = [n for n, path in mounts.items() if directory.startswith(path.rstrip("/") + "/")]
         assert on, f"{key}={config[key]} is not on a volume mounted in flink-main-container ({mounts})"
-        assert claims.get(on[0]) in defined, f"volume {on[0]}: its PersistentVolumeClaim is not in the file"
+        assert claims.get(on[0]) in defined, f"volume {on[0]}: its PersistentVolumeClaim is not in k8s/"
 
 
 def test_every_job_is_submitted_by_compose():
@@ -543,16 +562,71 @@ def test_submit_script_runs_flink_run_once_per_job(tmp_path):
     assert not log.exists(), "jobs that already run must not be submitted again"
 
 
-def test_k8s_runs_the_ingest_job():
-    ingest = next(j for j in JOBS if j.key == "ingest")
-    args = flink_deployment()["spec"]["job"]["args"]
-    assert "-py" in args, f"PythonDriver needs -py: {args}"
-    script = args[args.index("-py") + 1]
-    assert script == IMAGE_ROOT + ingest.script, f"k8s runs {script}, not {IMAGE_ROOT + ingest.script}"
-    job_args = args[args.index("-py") + 2:]
-    assert not any(a.startswith("-py") for a in job_args), "PythonDriver options go before the job's flags"
-    flags = {a for a in ingest.args(PROFILES["dev"]) if a.startswith("--")}
-    assert flags <= set(job_args), f"k8s passes {job_args}, lacks {sorted(flags - set(job_args))}"
+def test_k8s_runs_the_ingest_and_identity_jobs_with_their_flags():
+    deployed = {}
+    for name, deployment in flink_deployments().items():
+        job, job_args = deployed_job(deployment)
+        assert name == job.name, f"FlinkDeployment {name} runs {job.name}: name it after its job"
+        assert not any(a.startswith("-py") for a in job_args), "PythonDriver options go before the job's flags"
+        flags = {a for a in job.args(PROFILES["dev"]) if a.startswith("--")}
+        assert flags <= set(job_args), f"{name} passes {job_args}, lacks {sorted(flags - set(job_args))}"
+        deployed[job.key] = name
+    assert {"ingest", "identity"} <= set(deployed), f"k8s/ deploys {sorted(deployed)}"
+
+
+def test_job_secrets_come_from_secret_stores_and_reach_every_process_that_runs_the_job():
+    needing = [j for j in JOBS if j.secrets]
+    assert any(j.key == "identity" for j in needing), "the identity job needs TAGSTREAM_PII_KEY (JobSpec.secrets)"
+    top = compose().get("secrets") or {}
+    submitted = {c[1] for c in submissions()}
+    for job in needing:
+        for var in job.secrets:
+            # compose: a secret taken from the caller's environment, mounted where the job's code runs (submit
+            # runs its main(), the TaskManager its operators), read through <VAR>_FILE
+            sources = [n for n, d in top.items() if d.get("environment") == var]
+            assert sources, f"compose: no top-level secret with `environment: {var}` (never a file or value here)"
+            secret = sources[0]
+            assert "file" not in top[secret], f"compose secret {secret}: from the environment, not a file"
+            if job.name in submitted:
+                for name in ("submit", "taskmanager", "lookup"):  # lookup: email / phone lookups hash with it
+                    service = services()[name]
+                    assert secret in (service.get("secrets") or []), f"compose {name} lacks secret {secret}"
+                    env = service.get("environment") or {}
+                    assert env.get(f"{var}_FILE") == f"/run/secrets/{secret}", (
+                        f"compose {name}: {var}_FILE must be /run/secrets/{secret}")
+            # k8s: every application cluster of the job takes it from a Kubernetes Secret
+            for name, deployment in flink_deployments().items():
+                if deployed_job(deployment)[0].key != job.key:
+                    continue
+                env = {e["name"]: e for e in main_container(deployment).get("env", [])}
+                assert var in env, f"k8s {name}: flink-main-container has no {var}"
+                assert "value" not in env[var] and env[var].get("valueFrom", {}).get("secretKeyRef"), (
+                    f"k8s {name}: {var} must come from a Secret (valueFrom.secretKeyRef), not a value")
+    # no value of any secret in the repository's deployment files
+    all_vars = {v for j in needing for v in j.secrets}
+    for name, service in services().items():
+        env = service.get("environment") or {}
+        leaked = sorted(all_vars & set(env if isinstance(env, dict) else (e.split("=")[0] for e in env)))
+        assert not leaked, f"compose {name} sets {leaked} itself: use the secret"
+    refs = set()
+    for doc in k8s_documents():
+        assert doc.get("kind") != "Secret", "k8s/: create Secrets out of band (k8s/README.md), never commit one"
+        for entry in _env_entries(doc):
+            if entry.get("name") in all_vars:
+                assert "value" not in entry, f"k8s {doc['metadata']['name']}: {entry['name']} set to a value"
+                ref = entry["valueFrom"]["secretKeyRef"]
+                refs.add((entry["name"], ref["name"], ref["key"]))
+    assert len(refs) == len(all_vars), f"k8s/: one Secret (name and key) per secret variable, found {sorted(refs)}"
+
+
+def _env_entries(node: Any) -> list[dict[str, Any]]:
+    """Every container `env` entry in a parsed k8s document."""
+    if isinstance(node, dict):
+        found = [e for e in node.get("env", []) if isinstance(e, dict)] if isinstance(node.get("env"), list) else []
+        return found + [e for k, v in node.items() if k != "env" for e in _env_entries(v)]
+    if isinstance(node, list):
+        return [e for item in node for e in _env_entries(item)]
+    return []
 
 
 def test_compose_runs_the_lookup_service():
@@ -566,7 +640,7 @@ def test_compose_runs_the_lookup_service():
     assert f"localhost:{args.port}/healthz" in " ".join(svc["healthcheck"]["test"])
     assert svc["image"] == services()["jobmanager"]["image"], "the service runs from the tagstream image"
     assert any(dest == f"{IMAGE_ROOT}service/" for _, dest in dockerfile_copies()), "COPY service/ into the image"
-    assert "TAGSTREAM_PII_KEY" in svc["environment"], "email / phone lookups need the identity job's PII key"
+    assert "tagstream_pii_key" in svc.get("secrets", []), "email / phone lookups need the identity job's PII key"
 
 
 def test_k8s_runs_the_lookup_service():

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from udfs.identity.engine import IdentityService, Settings
+from udfs.identity.gauges import StageGauges, pending_work
 from udfs.identity.pii import PiiHasher
 from udfs.identity.records import KafkaRecord, Output
 from udfs.identity.routing import BLOCKS, COMPONENT, DIRECTORY, Message, Slot, ingest, step
@@ -43,6 +44,8 @@ class Cluster:
         self.queue: list[Message] = []
         self.outputs: list[Output] = []
         self.steps = 0
+        self.gauges = StageGauges()  # what the wrapper's component-stage gauges would read
+        self.pending_seen = 0
 
     def send(self, event: dict[str, Any]) -> None:
         self.queue += ingest(event, self.settings)
@@ -55,7 +58,11 @@ class Cluster:
             state = self.states.get(where)
             if state is not None:  # what the wrapper keeps is bytes
                 state = type(state).from_dict(orjson.loads(orjson.dumps(state.to_dict())))
+            before = pending_work(state)
             self.states[where], messages, outputs = step(state, msg, self.settings)
+            if msg.stage == COMPONENT:
+                self.gauges.observe(self.states[where], before, len(orjson.dumps(self.states[where].to_dict())))
+                self.pending_seen = max(self.pending_seen, self.gauges.pending_observations)
             self.queue += messages
             self.outputs += outputs
             self.steps += 1
@@ -114,6 +121,13 @@ def test_keyed_stages_in_any_delivery_order_converge_to_the_reference(spec: list
     assert view.profiles() == svc.profiles()
     assert view.refusals() == svc.refusals()
     assert not any(s.pending for s in cluster.live().values())  # every observation was applied
+    # the pending-work gauges return to zero at quiescence; the size gauges saw the largest component
+    assert (cluster.gauges.pending_observations, cluster.gauges.pending_claims) == (0, 0)
+    live = [s.state for s in cluster.live().values() if s.state is not None]
+    assert cluster.gauges.component_size_max >= max((len(c.graph.first_seen) for c in live), default=0)
+    assert cluster.gauges.component_links_max >= max((len(c.graph.links) for c in live), default=0)
+    if any(len(e["ids"]) > 1 for e in spec):
+        assert cluster.pending_seen > 0  # linking events of new identifiers wait for their claims
     for comp, slot in cluster.live().items():  # every identifier's directory entry leads to its component
         for key in slot.state.graph.first_seen if slot.state else ():
             entry = cluster.states[(DIRECTORY, key)]

@@ -10,6 +10,7 @@ import pytest
 from udfs.identity.engine import IdentityService
 from udfs.identity.pii import (
     PII_KEY_ENV,
+    PII_KEY_FILE_ENV,
     PiiHasher,
     PiiKeyMissing,
     normalize_email,
@@ -48,6 +49,17 @@ def test_missing_key_is_a_clear_error() -> None:
         PiiHasher.from_env({PII_KEY_ENV: "short"})
     assert PiiHasher.from_env({PII_KEY_ENV: "x" * 32}).digest("email", "a") == \
         PiiHasher(b"x" * 32).digest("email", "a")
+
+
+def test_key_from_a_mounted_secret_file(tmp_path: Any) -> None:
+    secret = tmp_path / "tagstream_pii_key"
+    secret.write_text("y" * 32 + "\n")
+    from_file = PiiHasher.from_env({PII_KEY_FILE_ENV: str(secret)})
+    assert from_file.digest("email", "a") == PiiHasher(b"y" * 32).digest("email", "a")
+    assert PiiHasher.from_env({PII_KEY_ENV: "x" * 32, PII_KEY_FILE_ENV: str(secret)}).digest("email", "a") == \
+        PiiHasher(b"x" * 32).digest("email", "a")  # the variable wins
+    with pytest.raises(PiiKeyMissing, match=PII_KEY_FILE_ENV):
+        PiiHasher.from_env({PII_KEY_FILE_ENV: str(tmp_path / "missing")})
 
 
 def test_redact_emails_in_free_text() -> None:

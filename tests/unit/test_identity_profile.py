@@ -94,14 +94,15 @@ def test_profile_outputs_shapes() -> None:
     redis, dynamo, changelog = (next(o for o in out if o.as_dict()["kind"] == k)
                                 for k in ("redis", "dynamodb", "kafka"))
     pid = svc.lookup("user_id:u1")
+    version = T0 * 1000  # event time, packed with a per-millisecond counter
     assert redis.as_dict() == {"kind": "redis", "op": "set", "key": "tagstream:alias:user_id:u1",
-                               "value": pid, "version": 1, "expires_at_ms": None}
+                               "value": pid, "version": version, "expires_at_ms": None}
     hashes = [o for o in out if getattr(o, "op", None) == "replace_hash"]
     assert hashes[0].key == f"tagstream:profile:{pid}"
-    assert hashes[0].fields["attr:city"] == '"Berlin"' and hashes[0].fields["version"] == "1"
-    assert dynamo.item["person_id"] == pid and dynamo.item["version"] == 1
+    assert hashes[0].fields["attr:city"] == '"Berlin"' and hashes[0].fields["version"] == str(version)
+    assert dynamo.item["person_id"] == pid and dynamo.item["version"] == version
     assert dynamo.item["expires_at"] == (T0 // 1000) + 400 * 86400
-    assert dynamo.version == hashes[0].version == 1
+    assert dynamo.version == hashes[0].version == version
     assert dynamo.expires_at_ms == hashes[0].expires_at_ms == dynamo.item["expires_at"] * 1000
     assert dynamo.item["provenance"]["plan"]["source"] == "crm"
     profiles = [o for o in out if getattr(o, "topic", None) == "profiles"]

@@ -41,6 +41,7 @@ from udfs.identity.records import (
     alias_outputs,
     identified_event,
     merge_record,
+    next_version,
     profile_deletion,
     profile_document,
     profile_outputs,
@@ -69,8 +70,8 @@ class ComponentState:
         profiles: typed identifier key → profile contributions of the events anchored on it; a person's
             profile is the CRDT merge over its identifiers, so splits and merges never lose data.
         indexed: matching record id → [anchor key, blocking keys...] (to purge the index on erasure).
-        seq: version of the component's store writes and profiles, bumped by every observation that writes
-            to a store (monotone; merged by max).
+        seq: version of the component's last store write (:func:`next_version`: event time packed with a
+            counter; monotone; merged by max).
     """
 
     graph: IdentityGraph = field(default_factory=IdentityGraph)
@@ -221,7 +222,7 @@ def apply_observation(state: ComponentState, obs: Observation, settings: Setting
             prof.add_consent(purpose, cand)
     after = state.graph.partition(config)
 
-    version = state.seq + 1
+    version = next_version(state.seq, obs.ts_ms)
     outputs, changed = _identity_diff(before, after, obs, origin, settings, version)
     touched = sorted(changed | {after.person_of[k] for k in obs.keys})
     docs = _documents(state, after, touched, settings, version)

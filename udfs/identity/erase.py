@@ -21,6 +21,7 @@ from udfs.identity.records import (
     alias_key,
     erasure_record,
     identified_event,
+    next_version,
     profile_deletion,
     profile_key,
 )
@@ -58,12 +59,12 @@ def hashed_identifier(key: str, settings: Settings) -> str:
 def erase_persons(state: ComponentState, obs: Observation, settings: Settings) -> ErasurePlan:
     """Erases, from one component (updated in place), every person of the observation's identifiers.
 
-    The store deletions are erasures (unconditional) at the component's next version.
+    The store deletions are erasures (unconditional) at the component's next version (`next_version`).
     """
     config = settings.config
     part = state.graph.partition(config)
     plan = ErasurePlan()
-    version = state.seq + 1
+    version = next_version(state.seq, obs.ts_ms)
     for requested in obs.keys:
         pid = part.person_of.get(requested)
         if pid is None or part.members[pid][0] in plan.keys:

@@ -14,6 +14,14 @@ id)) and the link log (one entry per event with ≥ 2 identifiers, or per probab
 Since the state is a set union and persons are recomputed from it, merging two component states is
 associative, commutative and idempotent, and the final identifier → person mapping does not depend on
 arrival order. The link log keeps each link's provenance, so removing a link (unmerge) is a log deletion.
+
+**Compaction.** The log keeps one link per distinct identifier tuple: the earliest by (event time, event
+id). A later link naming exactly the same identifiers can never change the replay — by its turn the
+earlier one was replayed, and it either united those persons or was refused, and persons only grow
+during a replay, so the later one is a no-op or refused again. Dropping it leaves the persons, the
+survivors and the refusal of the earliest link unchanged (the refusal records of repeats go), whatever
+arrives later, and keeps the log bounded by the distinct tuples of the component (a user logging in a
+thousand times on one device is one entry, not a thousand) instead of growing with every event.
 """
 
 from __future__ import annotations
@@ -207,10 +215,27 @@ class IdentityGraph:
     links: dict[str, Link] = field(default_factory=dict)
     _cache: Partition | None = field(default=None, repr=False, compare=False)
     _tail_key: tuple[int, str] | None = field(default=None, repr=False, compare=False)
+    _by_keys: dict[tuple[str, ...], str] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.first_seen and not self.links:
             self._cache = Partition({}, {}, {}, (), {})
+        given, self.links = self.links, {}
+        for link in given.values():  # compacts a log stored before compaction existed
+            self._keep(link)
+
+    def _keep(self, link: Link) -> bool:
+        """Puts a link into the compacted log: returns False when an earlier link of the same identifier
+        tuple is kept (the new one is redundant); replaces a later one."""
+        held_id = self._by_keys.get(link.keys)
+        if held_id is not None:
+            held = self.links[held_id]
+            if (held.ts_ms, held.event_id) <= (link.ts_ms, link.event_id):
+                return False
+            del self.links[held_id]
+        self.links[link.event_id] = link
+        self._by_keys[link.keys] = link.event_id
+        return True
 
     def observe(self, keys: list[str] | tuple[str, ...], ts_ms: int, event_id: str,
                 config: IdentityConfig | None = None) -> bool:
@@ -232,7 +257,8 @@ class IdentityGraph:
         return changed
 
     def add_link(self, link: Link, config: IdentityConfig | None = None) -> bool:
-        """Appends a link to the log (idempotent by event id); returns True when it is new.
+        """Appends a link to the log (idempotent by event id; compacted, see the module docstring); returns
+        True when the log changed.
 
         With `config`, a link that sorts after every logged link is applied to the cached partition
         incrementally: the greedy replay would process it last, so the result is the same.
@@ -241,7 +267,8 @@ class IdentityGraph:
             return False
         tail = self._tail()
         self.observe(link.keys, link.ts_ms, link.event_id, config)
-        self.links[link.event_id] = link
+        if not self._keep(link):
+            return False
         at_tail = tail is None or (link.ts_ms, link.event_id) > tail
         if config is not None and self._cache is not None and at_tail:
             self._cache = _apply_link(self._cache, link, self.first_seen, config)
@@ -281,7 +308,7 @@ class IdentityGraph:
         """Deletes identifiers and every link touching them; returns (identifiers, links) removed."""
         gone_links = [eid for eid, link in self.links.items() if keys.intersection(link.keys)]
         for eid in gone_links:
-            del self.links[eid]
+            del self._by_keys[self.links.pop(eid).keys]
         gone_ids = [k for k in keys if k in self.first_seen]
         for key in gone_ids:
             del self.first_seen[key]

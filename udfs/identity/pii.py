@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 
 PII_KEY_ENV = "TAGSTREAM_PII_KEY"
+PII_KEY_FILE_ENV = PII_KEY_ENV + "_FILE"  # a file holding the key (e.g. a mounted Docker / Kubernetes secret)
 MIN_KEY_BYTES = 16
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -83,15 +84,24 @@ class PiiHasher:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, hex_chars: int = 32) -> PiiHasher:
-        """Builds a hasher from `TAGSTREAM_PII_KEY`.
+        """Builds a hasher from `TAGSTREAM_PII_KEY`, or from the file `TAGSTREAM_PII_KEY_FILE` names (a mounted
+        secret; surrounding whitespace is dropped).
 
         Raises:
-            PiiKeyMissing: when the variable is unset or too short (the job must not start without it).
+            PiiKeyMissing: when neither is set, the file cannot be read, or the key is too short (the job must
+                not start without it).
         """
-        value = (os.environ if env is None else env).get(PII_KEY_ENV, "")
+        env = os.environ if env is None else env
+        value = env.get(PII_KEY_ENV, "")
+        if not value and env.get(PII_KEY_FILE_ENV):
+            try:
+                with open(env[PII_KEY_FILE_ENV], encoding="utf-8") as f:
+                    value = f.read().strip()
+            except OSError as exc:
+                raise PiiKeyMissing(f"{PII_KEY_FILE_ENV}: cannot read the PII key ({exc})") from None
         if not value:
-            raise PiiKeyMissing(f"{PII_KEY_ENV} is not set: the identity job needs a secret key to hash "
-                                "emails and phone numbers (HMAC-SHA256); set it from the secret store")
+            raise PiiKeyMissing(f"{PII_KEY_ENV} (or {PII_KEY_FILE_ENV}) is not set: the identity job needs a secret "
+                                "key to hash emails and phone numbers (HMAC-SHA256); set it from the secret store")
         return cls(value.encode("utf-8"), hex_chars)
 
     def digest(self, domain: str, value: str) -> str:

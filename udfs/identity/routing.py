@@ -240,6 +240,7 @@ def component_step(slot: Slot | None, msg: Message, settings: Settings) -> Step:
         outputs, out = _erase_in(slot, body, me, settings)
     elif msg.kind == "review":
         outputs, out = _review(slot, body, settings)
+    slot.claiming -= slot.identifiers()  # claims answered by a unite (the owner shipped the identifier here)
     ready_out, ready_outputs = _apply_ready(slot, me, settings)
     return slot, out + ready_out, outputs + ready_outputs
 

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -66,6 +66,8 @@ class DynamoConfig:
         connect_timeout_s: HTTP connect timeout.
         read_timeout_s: HTTP read timeout.
         tombstone_ttl_ms: lifetime of a deletion's tombstone item (its `expires_at`).
+        table_prefix: prefixed to every table name in requests (ops keep the logical name): several
+            isolated copies of the tables in one account or DynamoDB Local (e.g. one per chaos run).
     """
 
     endpoint_url: str | None = None
@@ -78,6 +80,7 @@ class DynamoConfig:
     connect_timeout_s: float = 2.0
     read_timeout_s: float = 5.0
     tombstone_ttl_ms: int = 3_600_000
+    table_prefix: str = ""
 
     def __post_init__(self) -> None:
         if self.max_workers < 1 or self.tombstone_ttl_ms < 1:
@@ -89,10 +92,10 @@ class DynamoConfig:
         return RetryPolicy(self.max_retries, self.base_backoff_ms, self.max_backoff_ms)
 
     def table(self, name: str) -> Table:
-        """The registered table `name`."""
+        """The registered table `name`, under its physical name (with :attr:`table_prefix`)."""
         for t in self.tables:
             if t.name == name:
-                return t
+                return replace(t, name=self.table_prefix + t.name) if self.table_prefix else t
         raise StoreError(f"DynamoDB table {name!r} is not in DynamoConfig.tables")
 
 
