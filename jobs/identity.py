@@ -205,8 +205,8 @@ class IdentityStages(KeyedProcessFunction):
         size = self._store(msg.stage, state)
         if msg.stage == COMPONENT:
             self.work.observe(state, work_before, size)
-        if msg.kind != "ship":  # a ship moves links between components: not new ones
-            self.counters["links"].inc(max(_link_count(state) - links_before, 0))
+        shipped = len(msg.body["slot"]["state"]["g"]["l"]) if msg.kind == "ship" and msg.body["slot"]["state"] else 0
+        self.counters["links"].inc(max(_link_count(state) - links_before - shipped, 0))  # shipped links are not new
         for out in messages:
             self.counters["loop_messages"].inc()
             yield out.to_bytes().decode("utf-8")
