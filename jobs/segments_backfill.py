@@ -107,11 +107,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     group = parser.add_argument_group("backfill")
     group.add_argument("--as-of", type=_time_ms, default=None,
                        help="end of the history: epoch ms or RFC 3339 (default: now); later events are skipped")
-    group.add_argument("--definitions", type=Path, nargs="+", default=None,
-                       help="definition files (default: those published on --definitions-topic)")
+    group.add_argument("--definitions", type=Path, action="append", default=None, metavar="PATH",
+                       help="a definition file or directory of *.yaml (repeatable; default: those published on "
+                            "--definitions-topic)")
     group.add_argument("--definitions-topic", default="segment-definitions",
                        help="compacted definitions topic read when --definitions is not given")
     return parser.parse_args(argv)
+
+
+def _yaml_files(paths: list[Path]) -> list[Path]:
+    return [f for p in paths for f in (sorted(p.glob("*.yaml")) if p.is_dir() else [p])]
 
 
 def _time_ms(text: str) -> int:
@@ -127,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.redis_url or args.dynamodb_endpoint or args.dynamodb_region):
         raise SystemExit("nothing to warm: give --redis-url and/or --dynamodb-endpoint / --dynamodb-region")
     as_of = args.as_of if args.as_of is not None else time.time_ns() // 1_000_000
-    definitions = [dict(d) for d in load_files(args.definitions)] if args.definitions else \
+    definitions = [dict(d) for d in load_files(_yaml_files(args.definitions))] if args.definitions else \
         published_definitions(args.bootstrap, args.definitions_topic)
     if not definitions:
         raise SystemExit("no segment definitions: publish some (make segments-apply) or pass --definitions")

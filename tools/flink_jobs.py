@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 "backfill: the Parquet files")
     parser.add_argument("--as-of", default=None, help="backfill: end of the history (default: now)")
     parser.add_argument("--profile", default=None, help="stack profile (default $TAGSTREAM_PROFILE or dev)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options may come between the command and the files
     stack = Stack(args.profile) if args.profile else Stack()
     if args.command == "backfill":
         if not args.jobs:

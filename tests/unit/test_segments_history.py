@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
@@ -45,3 +47,26 @@ def test_the_backfill_submission_passes_only_flags_the_backfill_knows():
 
     args = parse_args([*BACKFILL.args(PROFILES["dev"]), "history.parquet"])
     assert args.redis_url and args.dynamodb_endpoint and [str(f) for f in args.files] == ["history.parquet"]
+
+
+def test_backfill_command_line_takes_options_between_command_and_files(monkeypatch, tmp_path):
+    import tools.flink_jobs as flink_jobs
+    import tools.stack
+
+    calls = []
+    monkeypatch.setattr(tools.stack, "Stack", lambda profile=None: profile)
+    monkeypatch.setattr(flink_jobs, "run_backfill",
+                        lambda stack, files, extra: calls.append((stack, files, extra)) or "")
+    argv = ["backfill", "--profile", "test3", "--as-of", "1795000000000", "a.parquet", "b.parquet"]
+    assert flink_jobs.main(argv) == 0
+    assert calls == [("test3", [Path("a.parquet"), Path("b.parquet")], ["--as-of", "1795000000000"])]
+
+
+def test_definitions_may_be_files_and_directories(tmp_path):
+    from jobs.segments_backfill import _yaml_files, parse_args
+    from udfs.segments.definitions import EXAMPLES_DIR
+
+    args = parse_args(["--definitions", str(EXAMPLES_DIR), "--definitions", "x.yaml", "h.parquet"])
+    files = _yaml_files(args.definitions)
+    assert files[-1] == Path("x.yaml") and len(files) == len(list(EXAMPLES_DIR.glob("*.yaml"))) + 1
+    assert [str(f) for f in args.files] == ["h.parquet"]
