@@ -2,7 +2,7 @@
 
     GET /persons/{id}/segments          current tags (params, entry, expiry), placements, consent
     GET /persons/{id}/segments/stream   SSE: `ready`, then one `segment_change` event per change record
-    GET /healthz                        200 when Redis answers, else 503
+    GET /healthz                        200 when Redis answers (and how many streams are open), else 503
 
 `{id}` is a person id (`p-…`) or any identifier `TYPE:VALUE` (`user_id:u-42`, `email:a@b.c`), resolved as
 `service/resolve.py` describes. Answers: 400 for a malformed id, 404 when no store knows the person, 503 when
@@ -74,14 +74,16 @@ def create_app(config: LookupConfig, clients: Clients | None = None) -> FastAPI:
     app = FastAPI(title="tagstream lookup", summary="A person's current segments and their changes",
                   lifespan=lifespan)
 
+    streams = {"open": 0}  # change streams being served (each holds a Kafka consumer)
+
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        """200 when Redis answers a PING, else 503."""
+    def healthz() -> dict[str, Any]:
+        """200 when Redis answers a PING, else 503; `streams`: change streams open now."""
         try:
             shared.redis.client.ping()
         except Exception as exc:  # any client error means not ready
             raise HTTPException(503, f"Redis: {exc}") from exc
-        return {"status": "ok"}
+        return {"status": "ok", "streams": streams["open"]}
 
     @app.get("/persons/{person:path}/segments/stream")
     async def stream(person: str, last_event_id: str | None = Header(None)) -> EventSourceResponse:
@@ -90,7 +92,7 @@ def create_app(config: LookupConfig, clients: Clients | None = None) -> FastAPI:
         person_id = await run_in_threadpool(_answer, lambda: stream_person(query, shared.redis, shared.identity))
         tail = await run_in_threadpool(_answer, lambda: ChangeTail(
             config.bootstrap, config.changes_topic, person_id, last_event_id, config.kafka_options))
-        return EventSourceResponse(_events(tail, config.poll_timeout_ms), ping=config.heartbeat_s)
+        return EventSourceResponse(_events(tail, config.poll_timeout_ms, streams), ping=config.heartbeat_s)
 
     @app.get("/persons/{person:path}/segments")
     def segments(person: str) -> dict[str, Any]:
@@ -104,8 +106,9 @@ def create_app(config: LookupConfig, clients: Clients | None = None) -> FastAPI:
     return app
 
 
-async def _events(tail: ChangeTail, poll_timeout_ms: int) -> AsyncIterator[ServerSentEvent]:
-    """The SSE events of a tail; closes its consumer when the client goes away."""
+async def _events(tail: ChangeTail, poll_timeout_ms: int, streams: dict[str, int]) -> AsyncIterator[ServerSentEvent]:
+    """The SSE events of a tail; closes its consumer when the client goes away (`streams["open"]` counts)."""
+    streams["open"] += 1
     try:
         ready = {"person_id": tail.person_id, "partition": tail.partition.partition, "offset": tail.start_offset}
         yield ServerSentEvent(orjson.dumps(ready).decode(), event="ready")
@@ -116,3 +119,4 @@ async def _events(tail: ChangeTail, poll_timeout_ms: int) -> AsyncIterator[Serve
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(tail.close)
+        streams["open"] -= 1

@@ -92,6 +92,8 @@ class Events:
 
     def close(self) -> None:
         self._stop.set()  # the reader returns at its next line (a heartbeat comes every second)
+        if not self._thread.is_alive():
+            return
         self._thread.join(timeout=10)
         assert not self._thread.is_alive(), "the SSE client did not stop"
 
@@ -202,6 +204,11 @@ def test_lookup_service_serves_tags_and_streams_entry_and_exit(stack, stores, se
         assert lookup_cli.main(["--profile", stack.profile, "--no-dynamodb", f"user_id:{user}"]) == 1  # view gone
         assert lookup_cli.main(["--profile", stack.profile, person]) == 0
         assert "hour_buyer" in orjson.loads(capsys.readouterr().out)["tags"]
+        # clients that go away end their streams (and Kafka consumers)
+        assert httpx.get(f"{url}/healthz").json()["streams"] == 2
+        stream.close()
+        resumed.close()
+        assert wait_for(lambda: httpx.get(f"{url}/healthz").json()["streams"] == 0, 30)
     finally:
         stream.close()
         if resumed is not None:
