@@ -70,3 +70,10 @@ def test_definitions_may_be_files_and_directories(tmp_path):
     files = _yaml_files(args.definitions)
     assert files[-1] == Path("x.yaml") and len(files) == len(list(EXAMPLES_DIR.glob("*.yaml"))) + 1
     assert [str(f) for f in args.files] == ["h.parquet"]
+
+
+def test_identified_events_keep_their_person():
+    value = orjson.dumps({"event_id": "i1", "type": "search", "ts": BASE, "channel": "web",
+                          "ids": {"email": "0" * 32}, "person_id": "p-survivor", "props": {}})
+    (event, _), = prepare_history([value], BASE).events
+    assert orjson.loads(event)["person_id"] == "p-survivor"
