@@ -4,7 +4,7 @@ PROFILE ?= dev
 export TAGSTREAM_PROFILE := $(PROFILE)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down status test test-unit lint dq demo segments-apply segments-backfill lookup-serve clean
+.PHONY: help setup up down status test test-unit lint dq demo segments-apply segments-backfill lookup-serve bench bench-knobs clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,12 @@ test-unit: setup ## Run the tests that need no Flink cluster and no stack
 
 chaos: setup ## Chaos scenarios (kills, outages, restarts, rescale, hostile input) on the `test` stack
 	$(PY) -m tools.chaos --profile test
+
+bench: setup ## Benchmark on the `bench` stack (<= 20 min; BENCH_QUICK=1 for a few minutes): bench/results + README
+	$(PY) -m tools.bench $(if $(filter 1,$(BENCH_QUICK)),--quick,)
+
+bench-knobs: setup ## Benchmark's tuning variants (thread/process, bundles, parallelism, heap/RocksDB, DynamoDB)
+	$(PY) -m tools.bench --knobs --readme
 
 lint: setup ## ruff and mypy
 	$(PY) -m ruff check .

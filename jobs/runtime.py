@@ -48,6 +48,8 @@ class RuntimeOptions:
         jars: connector jars to ship with the job (file paths); empty means the cluster provides them.
         python_executable: the Python the TaskManagers run UDFs with (None: the cluster's
             `python.executable`, or `-pyexec` of `flink run`).
+        conf: more Flink settings of the job, applied last (e.g. `state.backend.type` = `hashmap`,
+            `python.fn-execution.bundle.size`); tuning and benchmarks (tools/bench).
     """
 
     parallelism: int | None = None
@@ -55,6 +57,7 @@ class RuntimeOptions:
     python_mode: str = "thread"
     jars: tuple[str, ...] = ()
     python_executable: str | None = None
+    conf: tuple[tuple[str, str], ...] = ()
 
 
 def default_jars() -> tuple[str, ...]:
@@ -84,6 +87,8 @@ def create_env(options: RuntimeOptions) -> StreamExecutionEnvironment:
         conf.set_string("execution.checkpointing.interval", f"{options.checkpoint_interval_ms} ms")
         conf.set_string("execution.checkpointing.mode", "EXACTLY_ONCE")
         conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
+    for key, value in options.conf:
+        conf.set_string(key, value)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     if options.parallelism:
         env.set_parallelism(options.parallelism)
@@ -276,6 +281,9 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
                        help="Python for the UDF workers (default: the cluster's python.executable)")
     group.add_argument("--jar", action="append", default=None,
                        help="connector jar to ship (repeatable; default: the setup cache or $TAGSTREAM_JARS)")
+    group.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                       help="extra Flink setting of the job, applied last (repeatable), e.g. "
+                            "state.backend.type=hashmap or python.fn-execution.bundle.size=100")
 
 
 def add_kafka_flags(parser: argparse.ArgumentParser) -> None:
@@ -304,7 +312,8 @@ def runtime_options(args: argparse.Namespace) -> RuntimeOptions:
     """The :class:`RuntimeOptions` given by parsed flags."""
     return RuntimeOptions(parallelism=args.parallelism, checkpoint_interval_ms=args.checkpoint_interval,
                           python_mode=args.python_mode, python_executable=args.python_executable,
-                          jars=tuple(args.jar) if args.jar is not None else default_jars())
+                          jars=tuple(args.jar) if args.jar is not None else default_jars(),
+                          conf=tuple(key_values(args.conf, "--conf").items()))
 
 
 def kafka_properties(args: argparse.Namespace) -> dict[str, str]:
