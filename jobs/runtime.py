@@ -133,7 +133,8 @@ def kafka_event_source(t_env: StreamTableEnvironment, bootstrap: str, topic: str
     """Reads a topic of JSON records as `(value, rowtime)` rows carrying event-time timestamps and watermarks.
 
     The rowtime is computed in SQL from the JSON field `event_time.field` (epoch ms; the Kafka record time
-    when absent or not a number, or always when `field` is None), with a bounded-out-of-orderness watermark
+    when absent or not a number, or always when `field` is None; `event_time.constant_ms` when set), with a
+    bounded-out-of-orderness watermark
     generated per partition inside the source and `scan.watermark.idle-timeout`, so that idle partitions
     do not hold the watermark back. `to_data_stream` hands timestamps and watermarks to the next (Python)
     operator: no extra operator assigns them. The `rowtime` column reaches thread-mode Python as a Java
@@ -144,7 +145,9 @@ def kafka_event_source(t_env: StreamTableEnvironment, bootstrap: str, topic: str
     options, e.g. `{"scan.startup.mode": "earliest-offset"}` for a topic that must always be read whole.
     """
     ts = "`kafka_ts`"
-    if event_time.field is not None:
+    if event_time.constant_ms is not None:
+        ts = f"TO_TIMESTAMP_LTZ(CAST({int(event_time.constant_ms)} AS BIGINT), 3)"
+    elif event_time.field is not None:
         path = _sql_str(f"$.{event_time.field}")
         ts = f"COALESCE(TO_TIMESTAMP_LTZ(TRY_CAST(JSON_VALUE(CAST(`value` AS STRING), '{path}') AS BIGINT), 3), {ts})"
     extra_columns = (f"`rowtime` AS {ts}",
@@ -241,11 +244,17 @@ class EventTime:
         out_of_orderness_ms: the watermark trails the highest event time seen by this much.
         idle_timeout_ms: a partition without records for this long stops holding the watermark back; also
             the silence after which an idle clock (`udfs/clock.py`) lets event time follow the wall clock.
+        constant_ms: every record's event time, instead of `field` or the record time: for a control stream
+            connected with an event stream (e.g. segment definitions), whose watermark must never move the
+            event time forward. With the Kafka record time, publishing a definition while the event input is
+            idle or behind would set the joint watermark to the wall clock and make the backlog too late; with
+            `constant_ms=0` the control stream only holds event time back while it is read (then it goes idle).
     """
 
     field: str | None = "ts_ms"
     out_of_orderness_ms: int = 5000
     idle_timeout_ms: int = 1000
+    constant_ms: int | None = None
 
 
 def job_parser(prog: str, description: str | None, event_time: bool = False,

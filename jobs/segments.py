@@ -53,6 +53,7 @@ from pyflink.datastream.time_domain import TimeDomain
 from jobs import runtime
 from jobs.operators import key_by_first_field, parallelism_of, state_ttl, write_store_ops
 from udfs.clock import NO_TIME, IdleClock
+from udfs.contract import ValidatorConfig
 from udfs.segments import Engine, Issue, Outputs, SegmentsConfig, person_id_of, update_catalog
 from udfs.segments.published import definition_set
 
@@ -63,6 +64,7 @@ STORE_OPS = OutputTag("store-ops", Types.STRING())
 STORE_TOPIC = ""  # a store op's marker on the evaluation's single output (see `RouteOutputs`)
 DEFINITIONS = MapStateDescriptor("segment-definitions", Types.STRING(), Types.STRING())
 DAY_MS = 86_400_000
+EARLIEST_EVENT_MS = ValidatorConfig().min_ts_ms
 MAX_IDLE_STEPS = 1000
 COUNTERS = ("events_in", "evaluations", "entries", "exits", "corrections", "retractions", "late", "duplicates",
             "idle_advances", "invalid_inputs", "definitions_loaded", "definition_issues")
@@ -204,7 +206,7 @@ class _Evaluate:
     def _on_event(self, text: str, ctx):
         person = ctx.get_current_key()
         timers = ctx.timer_service()
-        watermark, wall = timers.current_watermark(), timers.current_processing_time()
+        watermark, wall = _watermark(timers), timers.current_processing_time()
         if (clock := self._clock(wall)) is not None:
             clock.on_input(watermark, wall)
         self.counters["events_in"].inc()
@@ -219,7 +221,7 @@ class _Evaluate:
 
     def _on_timer(self, timestamp: int, ctx):
         timers = ctx.timer_service()
-        watermark, wall = timers.current_watermark(), timers.current_processing_time()
+        watermark, wall = _watermark(timers), timers.current_processing_time()
         stored = self.person.value()
         if stored is None:  # expired by the state TTL
             self.timer.clear()
@@ -283,7 +285,7 @@ class _Evaluate:
         for op in (*out.redis, *out.dynamo):
             yield Row(STORE_TOPIC, person, orjson.dumps(op.as_dict()).decode("utf-8"))
         self.counters["duplicates"].inc(out.duplicates)
-        self._schedule(ctx, wake)
+        self._schedule(ctx, wake, state.frontier)
 
     def _count(self, change: dict) -> None:
         if change["retraction"]:
@@ -293,9 +295,13 @@ class _Evaluate:
         if change["correction"]:
             self.counters["corrections"].inc()
 
-    def _schedule(self, ctx, wake: int | None) -> None:
+    def _schedule(self, ctx, wake: int | None, frontier: int) -> None:
         """One event-time timer at the next wakeup and, with the idle clock, one processing-time timer at the
-        wall time the idle clock reaches it; whichever fires first advances the person (twice is harmless)."""
+        wall time the idle clock reaches it; whichever fires first advances the person (twice is harmless).
+
+        The idle clock observes the person's clock (`frontier`, the newest event time applied): without it, a
+        burst of events read before any watermark (the definitions input carries none) would leave the clock
+        nothing to extrapolate from, and the person's exits would wait for input."""
         timers = ctx.timer_service()
         registered = self.timer.value()
         if registered != wake:
@@ -309,6 +315,8 @@ class _Evaluate:
         if self.clock is None:
             return
         wall = timers.current_processing_time()
+        if frontier >= EARLIEST_EVENT_MS:  # not the empty state's
+            self.clock.observe(frontier, wall)
         due = self.clock.wall_time_for(wake) if wake is not None else None
         due = max(due, wall + 1) if due is not None else None
         idle = self.idle_timer.value()
@@ -321,6 +329,13 @@ class _Evaluate:
         else:
             timers.register_processing_time_timer(due)
             self.idle_timer.update(due)
+
+
+def _watermark(timers) -> int:
+    """The operator's watermark, or NO_TIME while no event time is known: the definitions input carries event
+    time 0 (see `main`), and no event is before the contract's earliest time (`ValidatorConfig.min_ts_ms`)."""
+    watermark = timers.current_watermark()
+    return watermark if watermark >= EARLIEST_EVENT_MS else NO_TIME
 
 
 class RouteOutputs(ProcessFunction):
@@ -454,10 +469,12 @@ def main(argv: list[str] | None = None) -> None:
         t_env, args.bootstrap, args.input_topic, args.group_id,
         runtime.EventTime("ts_ms", args.out_of_orderness, args.idle_timeout), props, "events")
     # The compacted definitions topic is read whole on every fresh start (a restore resumes from the
-    # checkpoint); its watermark goes idle while it is silent, so it never holds event time back.
+    # checkpoint). Its records carry event time 0, so its watermark never moves the evaluation's event time
+    # (their Kafka record times would: a publication while the events were idle made the backlog too late);
+    # it goes idle while the topic is silent, so it holds event time back only while definitions are read.
     definitions = runtime.kafka_event_source(
         t_env, args.bootstrap, args.definitions_topic, f"{args.group_id}-definitions",
-        runtime.EventTime(None, 0, args.idle_timeout), props, "definitions", with_key=True,
+        runtime.EventTime(None, 0, args.idle_timeout, constant_ms=0), props, "definitions", with_key=True,
         options={"scan.startup.mode": "earliest-offset"})
     streams = build_segments(events, definitions, job_config(args))
     runtime.kafka_keyed_sink(env, streams.kafka, args.bootstrap, args.exactly_once, "tagstream-segments", props,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -31,11 +32,20 @@ def stack() -> Iterator[Stack]:
         stack.down()
 
 
-@pytest.fixture
-def stores(stack) -> Iterator[tuple[RedisStore, DynamoStore]]:
+@contextmanager
+def store_clients(stack: Stack) -> Iterator[tuple[RedisStore, DynamoStore]]:
     """Store clients (as the jobs use them) for the stack's Redis and DynamoDB Local."""
     redis = RedisStore(RedisConfig(url=stack.redis_url))
     dynamo = DynamoStore(DynamoConfig(endpoint_url=stack.dynamodb_endpoint, region="us-east-1"))
-    yield redis, dynamo
-    redis.close()
-    dynamo.close()
+    try:
+        yield redis, dynamo
+    finally:
+        redis.close()
+        dynamo.close()
+
+
+@pytest.fixture
+def stores(stack) -> Iterator[tuple[RedisStore, DynamoStore]]:
+    """Store clients (as the jobs use them) for the stack's Redis and DynamoDB Local."""
+    with store_clients(stack) as clients:
+        yield clients

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
-import orjson
 import pytest
-from kafka import KafkaConsumer
 
+from tests.e2e.segments_support import definitions_read, event, now_ms, read_until, wait_for
 from tools import segments_cli
 from tools.flink_jobs import JOBS, cancel, last_exception, operator_metrics, submit
 from tools.kafka_io import private_topics, produce
@@ -36,39 +34,6 @@ kind: segment
 name: hour_buyer
 condition: {recent: {match: {type: purchase}, within: 1h}}
 """
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def event(event_id: str, user: str, ts_ms: int, etype: str, **props) -> bytes:
-    return orjson.dumps({"event_id": event_id, "type": etype, "ts": ts_ms, "ts_ms": ts_ms, "channel": "web",
-                         "ids": {"user_id": user}, "props": props})
-
-
-def read_until(bootstrap: str, topic: str, done: Callable[[list[dict]], bool], timeout_s: float = 120) -> list[dict]:
-    """Reads a topic from the start until `done(records)` holds (or the timeout passes)."""
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, group_id=None, isolation_level="read_committed")
-    records: list[dict] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline and not done(records):
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(orjson.loads(r.value) | {"_key": r.key.decode()} for r in batch)
-    finally:
-        consumer.close()
-    return records
-
-
-def wait_for(check: Callable[[], bool], timeout_s: float = 60) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.5)
-    return check()
 
 
 def test_applied_definitions_tag_persons_and_exit_without_further_input(stack, stores, tmp_path: Path):
@@ -97,11 +62,8 @@ def test_applied_definitions_tag_persons_and_exit_without_further_input(stack, s
     redis, dynamo = stores
     try:
         records_published = len(examples) + 3 + 1  # every definition once, then the tombstone
-        def definitions_read() -> int:
-            metrics = operator_metrics(stack.ports, job_id)
-            return metrics.get("definitions_loaded", 0) + metrics.get("definition_issues", 0)
-
-        assert wait_for(lambda: definitions_read() >= records_published, 120), last_exception(stack.ports, job_id)
+        assert wait_for(lambda: definitions_read(stack.ports, job_id) >= records_published, 120), \
+            last_exception(stack.ports, job_id)
         assert operator_metrics(stack.ports, job_id)["definition_issues"] == 0  # published in dependency order
         t0 = now_ms()
         plan = [("s1", t0 - 1000, "search", {}), ("v1", t0 - 800, "product_view", {"product_id": "p1"}),

@@ -301,6 +301,7 @@ def test_removed_definition_exits_and_changed_one_keeps_continuing_tags():
     state, out, wake = base.with_catalog(catalog).apply_definitions(state)
     assert [(c["tag"], c["op"], c["ts_ms"] - T0, c["reason"]["cause"]) for c in out.changes] == [
         ("gold_tier", "exit", 1 * M, "definition_removed")]
+    assert out.changes[0]["version"] == EXAMPLES.segments["gold_tier"].version  # the version that ended
     tag = out.fields()["tag:viewed_product:a"]
     assert tag["entered_at"] == at(0) and tag["expires_at"] == at(10 * M)
     assert tag["version"] == catalog.segments["viewed_product"].version != EXAMPLES.segments["viewed_product"].version

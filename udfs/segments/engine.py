@@ -372,7 +372,8 @@ class Engine:
         a, b = span
         old = {(p.ts, p.enter): p for p in inst.between(a, b)}
         wanted = set(timeline)
-        version = seg.version if seg else ""
+        # a removed definition's exit carries the version the tag was held under
+        version = seg.version if seg else next((p.version for p in reversed(inst.points) if p.version), "")
         out = run.out.changes
         for (ts, enter), point in old.items():
             if (ts, enter) in wanted:
