@@ -21,12 +21,14 @@ from kafka import KafkaConsumer
 
 from tools.flink_jobs import JOBS, operator_metrics, submit
 from tools.segments_cli import apply as apply_definitions
+from tools.segments_cli import lookup as segment_lookup
 from tools.stack import Stack
 from udfs.identity.config import load_identity_config
 from udfs.identity.records import alias_key
 from udfs.segments.definitions import EXAMPLES_DIR
 from udfs.stores.dynamo_codec import from_attributes
 from udfs.stores.ops import VALUE_FIELD
+from udfs.stores.redis_store import RedisConfig, RedisStore
 from udfs.topology import TOPICS
 
 GENERATOR_PID = "generator.pid"
@@ -87,8 +89,10 @@ TAIL_TOPICS = ["events.valid", "events.dlq", "person-merges", "profiles", "sessi
 REDIS_FAMILIES = ("alias", "profile", "session:live", "session:recent", "segments")
 
 
-def tail(bootstrap: str, topics: list[str], seconds: float, per_topic: int) -> collections.Counter:
-    """Prints the first records of each output topic for a while; returns counts per topic (and DLQ reason)."""
+def tail(bootstrap: str, topics: list[str], seconds: float, per_topic: int,
+         changes: list[dict] | None = None) -> collections.Counter:
+    """Prints the first records of each output topic for a while; returns counts per topic (and DLQ reason,
+    merge kind, segment change op). `changes` collects the segment-changes records read."""
     consumer = KafkaConsumer(*topics, bootstrap_servers=bootstrap, auto_offset_reset="latest",
                              group_id=None, enable_auto_commit=False)
     counts: collections.Counter = collections.Counter()
@@ -104,6 +108,10 @@ def tail(bootstrap: str, topics: list[str], seconds: float, per_topic: int) -> c
                         label = f"{part.topic} ({doc['reason']})"
                     elif part.topic == "person-merges":
                         label = f"{part.topic} ({doc.get('kind')})"
+                    elif part.topic == "segment-changes":
+                        label = f"{part.topic} ({doc.get('op')})"
+                        if changes is not None and len(changes) < MAX_CHANGES_KEPT:
+                            changes.append(doc)
                     counts[label] += 1
                     if shown[label] < per_topic:  # per kind: merges are not crowded out by refusals
                         shown[label] += 1
@@ -143,6 +151,56 @@ def redis_snapshot(stack: Stack) -> None:
     client.close()
 
 
+# The segments job's counters shown by the demo (docs/segments.md, The Flink job).
+SEGMENTS_METRICS = ("events_in", "evaluations", "entries", "exits", "corrections", "retractions", "late",
+                    "idle_advances", "store_applied")
+MAX_CHANGES_KEPT = 100_000
+
+
+def job_metrics(stack: Stack, job_id: str, wait_s: float = 20) -> dict[str, int]:
+    """The job's operator metrics (Flink REST API), waiting a little for the first values: the JobManager
+    fetches them from the TaskManagers only every few seconds."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        metrics = operator_metrics(stack.ports, job_id)
+        if any(metrics.values()) or time.monotonic() >= deadline:
+            return metrics
+        time.sleep(2)
+
+
+def segments_snapshot(stack: Stack, job_id: str, changes: list[dict], seconds: float) -> None:
+    """Prints the segments job's metrics (Flink REST API), the entry and exit rates of the tail and one
+    generated person whose tags entered and exited during it, with their tags in Redis now."""
+    metrics = job_metrics(stack, job_id)
+    print("  metrics: " + ", ".join(f"{name} {metrics.get(name, 0)}" for name in SEGMENTS_METRICS))
+    live = [c for c in changes if not c["retraction"]]
+    entries = sum(1 for c in live if c["op"] == "enter")
+    print(f"  segment-changes during the tail: {entries / seconds:.1f} entries/s, "
+          f"{(len(live) - entries) / seconds:.1f} exits/s")
+    by_person: dict[str, list[dict]] = collections.defaultdict(list)
+    for change in live:
+        by_person[change["person_id"]].append(change)
+    if not by_person:
+        return
+    person = max(by_person, key=lambda p: (len({c["op"] for c in by_person[p]}), len(by_person[p])))
+    print(f"  e.g. {person}:")
+    for change in by_person[person][-8:]:
+        expires = f", expires {_clock(change['expires_at_ms'])}" if change.get("expires_at_ms") else ""
+        print(f"    {_clock(change['ts_ms'])} {change['op']:<5} {change['tag']} "
+              f"({change['reason']['cause']}{expires})")
+    store = RedisStore(RedisConfig(url=stack.redis_url))
+    try:
+        tags = segment_lookup(store, person, time.time_ns() // 1_000_000)["tags"]
+    finally:
+        store.close()
+    print("    in Redis now: " + (", ".join(f"{tag} (until {_clock(v['expires_at']) if v['expires_at'] else 'open'})"
+                                           for tag, v in sorted(tags.items())) or "no tags"))
+
+
+def _clock(ts_ms: int) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(ts_ms / 1000)) + f".{ts_ms % 1000:03d}"
+
+
 # The identity job's counters and gauges shown by the demo (docs/identity.md, Metrics).
 IDENTITY_METRICS = ("events_in", "identified", "links", "merges", "refused_merges", "review_candidates", "erasures",
                     "pending_observations", "pending_claims", "component_size_max", "store_applied")
@@ -150,7 +208,7 @@ IDENTITY_METRICS = ("events_in", "identified", "links", "merges", "refused_merge
 
 def identity_snapshot(stack: Stack, job_id: str) -> None:
     """Prints the identity job's metrics and one resolved person: its DynamoDB item, Redis hash and aliases."""
-    metrics = operator_metrics(stack.ports, job_id)
+    metrics = job_metrics(stack, job_id)
     print("  metrics: " + ", ".join(f"{name} {metrics.get(name, 0)}" for name in IDENTITY_METRICS))
     config = load_identity_config()
     items = stack.dynamodb_client().scan(TableName=config.stores.dynamodb_table, Limit=500).get("Items", [])
@@ -215,11 +273,14 @@ http://127.0.0.1:{ports.prometheus_first + 1}/metrics (TaskManager)
   Lookup service   {lookup}/persons/ID/segments, {lookup}/persons/ID/segments/stream (SSE), {lookup}/docs;
                    ID = p-… or TYPE:VALUE; CLI: python -m tools.lookup --profile {stack.profile} ID [--follow]
 == live tail of the jobs' output topics ({args.tail_seconds:.0f} s)""")
-    counts = tail(ports.bootstrap, TAIL_TOPICS, args.tail_seconds, per_topic=4)
+    changes: list[dict] = []
+    counts = tail(ports.bootstrap, TAIL_TOPICS, args.tail_seconds, per_topic=4, changes=changes)
     print("== in the last {:.0f} s: {}".format(
         args.tail_seconds, ", ".join(f"{n} {label}" for label, n in counts.most_common()) or "nothing yet"))
     print("== Redis now (segment tags: python -m tools.lookup ID)")
     redis_snapshot(stack)
+    print("== segments: tags entering and exiting, the job's metrics")
+    segments_snapshot(stack, job_ids["segments"], changes, args.tail_seconds)
     print("== identity: anonymous and known identifiers merged into one person, its resolved profile")
     identity_snapshot(stack, job_ids["identity"])
     print("Everything keeps running: `make status` to check, `make down` to stop.")

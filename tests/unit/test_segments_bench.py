@@ -1,12 +1,18 @@
-"""Throughput of the segments core with 100 definitions (measured, not asserted).
+"""Throughput of the segments core with 10, 100 and 1000 definitions (measured, not asserted).
+
+The 10 are every tenth of the 100; the 1000 are the 100 plus 900 "dormant" copies whose filters name a
+`brand` no event has: the events are the same, so the 100 and the 1000 differ only in catalog size (the
+cost per event should not grow with definitions an event is not relevant to).
 
 Skipped unless asked for: `pytest tests/unit/test_segments_bench.py --benchmark-only` (or `-m benchmark`).
 """
 
 from __future__ import annotations
 
+import copy
 import random
 import time
+from typing import Any
 
 import pytest
 
@@ -70,6 +76,33 @@ def hundred_definitions() -> list[dict]:
     return docs
 
 
+def dormant_definitions(count: int) -> list[dict]:
+    """Copies of the 100's window and sequence definitions whose filters also require a `brand` no event
+    has (absence and trait definitions would hold without matching events, so they are not copied)."""
+    base = [d for d in hundred_definitions() if not d["name"].startswith(("no_purchase", "tier_", "abandoned"))]
+
+    def mark(node: Any, brand: str) -> Any:
+        if isinstance(node, list):
+            return [mark(v, brand) for v in node]
+        if not isinstance(node, dict):
+            return node
+        marked = {k: mark(v, brand) for k, v in node.items()}
+        if "type" in marked:  # an event filter
+            marked["props"] = dict(marked.get("props") or {}, brand=brand)
+        return marked
+
+    docs = []
+    for k in range(count):
+        doc = mark(copy.deepcopy(base[k % len(base)]), f"b{k}")
+        doc["name"] = f"{doc['name']}_dormant_{k}"
+        docs.append(doc)
+    return docs
+
+
+CATALOGS = {10: lambda: hundred_definitions()[::10], 100: hundred_definitions,
+            1000: lambda: hundred_definitions() + dormant_definitions(900)}
+
+
 def workload() -> list[dict]:
     rng = random.Random(7)
     clock = {p: T0 + rng.randrange(0, 10 * M) for p in range(PERSONS)}
@@ -89,8 +122,9 @@ def workload() -> list[dict]:
     return events
 
 
-def test_throughput_with_100_definitions(benchmark):
-    engine = Engine(compile_catalog(hundred_definitions()), SegmentsConfig())
+@pytest.mark.parametrize("definitions", sorted(CATALOGS))
+def test_throughput(benchmark, definitions: int):
+    engine = Engine(compile_catalog(CATALOGS[definitions]()), SegmentsConfig())
     events = workload()
 
     cpu: list[float] = []
@@ -117,9 +151,9 @@ def test_throughput_with_100_definitions(benchmark):
     changes = benchmark.pedantic(run, rounds=3, iterations=1)
     seconds = benchmark.stats.stats.mean
     benchmark.extra_info["events"] = EVENTS
-    benchmark.extra_info["definitions"] = 100
+    benchmark.extra_info["definitions"] = definitions
     benchmark.extra_info["events_per_s"] = round(EVENTS / seconds)
     benchmark.extra_info["events_per_cpu_s"] = round(EVENTS / min(cpu))
     benchmark.extra_info["changes"] = changes
-    print(f"\nsegments core, 100 definitions: {EVENTS / seconds:,.0f} events/s wall clock, "
+    print(f"\nsegments core, {definitions} definitions: {EVENTS / seconds:,.0f} events/s wall clock, "
           f"{EVENTS / min(cpu):,.0f} events per CPU second ({changes} changes)")

@@ -6,9 +6,12 @@ import json
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from udfs.segments import DefinitionError, compile_catalog, load_directory, parse_documents, update_catalog
 from udfs.segments.definitions import EXAMPLES_DIR, load_segment_schema, schema_errors, version_of
+from udfs.segments.matching import Ev
 
 CONSTRUCTS = {"count", "sum", "distinct", "recent", "dwell", "absent", "sequence", "not_followed_by", "trait",
               "segment", "all", "any", "not"}
@@ -159,3 +162,37 @@ def test_update_catalog_keeps_the_previous_version_of_a_broken_definition():
 def test_schema_errors_point_at_the_problem():
     errors = schema_errors({"kind": "segment", "name": "x", "condition": {"recent": {"within": "1m"}}})
     assert errors and any("match" in e for e in errors)
+
+
+# ---------------------------------------------------------------- the props-equality filter index
+_VALUES = st.one_of(st.sampled_from(["a", "b", "c"]), st.sampled_from([1, 2]), st.sampled_from([1.0, 2.5]),
+                    st.booleans())
+_PREDICATES = st.one_of(_VALUES, st.fixed_dictionaries({"ne": _VALUES}), st.fixed_dictionaries({"gte": st.just(1)}),
+                        st.fixed_dictionaries({"in": st.lists(_VALUES, min_size=1, max_size=2)}))
+
+
+@settings(max_examples=200, deadline=None)
+@given(filters=st.lists(st.dictionaries(st.sampled_from(["f", "g"]), _PREDICATES, max_size=2), min_size=1,
+                        max_size=8),
+       props=st.dictionaries(st.sampled_from(["f", "g", "h"]), _VALUES, max_size=3))
+def test_filter_index_tries_every_filter_that_accepts_in_order(filters, props):
+    docs = [{"kind": "segment", "name": f"s{i}",
+             "condition": {"count": {"match": {"type": "page_view", "props": spec}, "within": "1m", "gte": 1}}}
+            for i, spec in enumerate(filters)]
+    catalog = compile_catalog(docs)
+    ev = Ev(0, "e", "page_view", props)
+    everything = [match for match, _ in catalog.by_type["page_view"]]
+    assert catalog.routes is not None
+    tried = [match for _, match, _ in catalog.routes["page_view"].candidates(props)]
+    assert [m for m in tried if m.accepts(ev)] == [m for m in everything if m.accepts(ev)]
+    assert tried == [m for m in everything if m in tried]  # the catalog's order
+
+
+def test_filter_index_skips_filters_on_other_values():
+    docs = [{"kind": "segment", "name": f"in_{c}",
+             "condition": {"count": {"match": {"type": "page_view", "props": {"category": c}}, "within": "1m",
+                                     "gte": 1}}} for c in ("shoes", "books", "tv")]
+    catalog = compile_catalog(docs)
+    assert catalog.routes is not None
+    tried = catalog.routes["page_view"].candidates({"category": "books"})
+    assert [match.text for _, match, _ in tried] == ['page_view[category="books"]']

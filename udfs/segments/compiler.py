@@ -81,6 +81,63 @@ def _escape(value: Any) -> str:
     return str(value).replace("%", "%25").replace(":", "%3A")
 
 
+Route = tuple[int, Match, tuple[tuple[Leaf, int], ...]]
+"""A filter of an event type: its position in the type's list, the filter, and the `(leaf, slot)` it feeds."""
+
+
+@dataclass(frozen=True)
+class TypeIndex:
+    """The filters of one event type, indexed by one props equality each, so that an event only tries the
+    filters it can match: the cost per event does not grow with definitions on other values of a field.
+
+    Attributes:
+        always: filters without an indexable equality (tried on every event of the type).
+        by_value: `(props field, value -> filters)` for filters with an equality on a string or number.
+    """
+
+    always: tuple[Route, ...]
+    by_value: tuple[tuple[str, dict[Any, tuple[Route, ...]]], ...]
+
+    @classmethod
+    def build(cls, entries: list[tuple[Match, tuple[tuple[Leaf, int], ...]]]) -> TypeIndex:
+        """Indexes a type's filters (in the given order, which `candidates` keeps)."""
+        always: list[Route] = []
+        tables: dict[str, dict[Any, list[Route]]] = defaultdict(lambda: defaultdict(list))
+        for position, (match, pairs) in enumerate(entries):
+            keys = sorted((f, operand) for where, f, op, operand in match.tests
+                          if where == "props" and op == "eq" and _indexable(operand))
+            if keys:
+                tables[keys[0][0]][keys[0][1]].append((position, match, pairs))
+            else:
+                always.append((position, match, pairs))
+        return cls(tuple(always), tuple((f, {v: tuple(r) for v, r in table.items()})
+                                        for f, table in sorted(tables.items())))
+
+    def candidates(self, props: Mapping[str, Any] | None) -> list[Route]:
+        """The filters an event with these props may match, in the type's filter order."""
+        found = list(self.always)
+        if props and self.by_value:
+            hits = False
+            for field, table in self.by_value:
+                value = props.get(field)
+                if _indexable(value) and (routes := table.get(value)):
+                    found.extend(routes)
+                    hits = True
+            if hits:
+                found.sort(key=_position)
+        return found
+
+
+def _indexable(value: Any) -> bool:
+    """Equality operands and values a dict can index consistently with `matching.check_predicate` (not
+    booleans, which only equal booleans there)."""
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
+
+
+def _position(route: Route) -> int:
+    return route[0]
+
+
 @dataclass
 class Catalog:
     """Every compiled definition plus the engine's indexes. Immutable once built.
@@ -89,6 +146,7 @@ class Catalog:
         segments / placements: by name.
         docs: the source document of each definition, by name.
         by_type: event type -> the filters accepting it, each with the `(leaf, slot)` pairs it feeds.
+        routes: event type -> the same filters, indexed by props equalities (what `Engine` uses).
         deps: `(leaf id, slot)` -> `(segment, per_binding)`: touching the slot under binding k affects binding
             k of the segment when `per_binding`, else every binding of it.
         trait_segments: segments whose value can change with a profile trait update.
@@ -112,6 +170,11 @@ class Catalog:
     version: str
     updated_at: int = 0
     placement_segments: frozenset[str] = frozenset()
+    routes: dict[str, TypeIndex] | None = None
+
+    def __post_init__(self) -> None:
+        if self.routes is None:
+            self.routes = {etype: TypeIndex.build(list(entries)) for etype, entries in self.by_type.items()}
 
 
 def compile_catalog(docs: Iterable[Mapping[str, Any]], updated_at: int = 0) -> Catalog:

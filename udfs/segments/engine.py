@@ -239,7 +239,8 @@ class Engine:
         """Feeds the event to every leaf whose filter accepts it (indexed by event type)."""
         deps = self.catalog.deps
         bound: dict[tuple[str, ...], Key | None] = {}
-        for match, pairs in self.catalog.by_type.get(ev.type, ()):
+        index = self.catalog.routes.get(ev.type) if self.catalog.routes else None
+        for _, match, pairs in index.candidates(ev.props) if index is not None else ():
             if not match.accepts(ev):
                 continue
             for leaf, i in pairs:
