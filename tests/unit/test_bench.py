@@ -14,7 +14,6 @@ from tools.bench import report
 from tools.bench.config import MODES, config_for
 from tools.bench.load import Probe
 from tools.bench.naive import NaiveSegments
-from tools.bench.runner import _load_window
 from tools.bench.stats import commit_rate, percentile, rate, slope, summary, sustained
 from tools.bench.workload import PROBE_SEGMENT, probe_event, probe_field, probe_key, template_lines
 from udfs.segments import SegmentsConfig, person_id_of
@@ -53,12 +52,6 @@ def test_growing_lag_or_lost_probes_are_not_sustained():
     verdict = sustained(growing, 1000, 5, 10, 10)
     assert not verdict.sustained and any("grows" in r for r in verdict.reasons)
     assert not sustained([(0, 0.0), (10, 0.0)], 1000, 5, 10, 9).sustained
-
-
-def test_the_load_window_spans_the_samples_where_the_input_grew():
-    samples = [(0.0, 0, 0), (1.0, 0, 0), (2.0, 0, 100), (3.0, 50, 200), (4.0, 200, 200), (5.0, 200, 200)]
-    assert _load_window(samples) == (1.0, 3.0)
-    assert _load_window([(0.0, 0, 0), (1.0, 0, 0)]) == (0.0, 0.0)
 
 
 def test_templates_become_valid_events_once_stamped():

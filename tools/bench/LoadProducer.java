@@ -7,7 +7,8 @@
 // and without event_id/ts/ts_ms; each record is sent as {"event_id":"PREFIX-n","ts":now,"ts_ms":now,rest
 // (now = the wall clock in ms when the record is built), cycling through the templates; `%N%` in a key or
 // template is replaced by the record's sequence number (a new person per record, for state-scale runs). RATE <= 0: as fast as
-// possible. Stops after SECONDS or MAX_RECORDS. Prints one JSON line: sent, acked, failed, elapsed_s.
+// possible. Stops after SECONDS or MAX_RECORDS. Prints `{"started_ms": T}` when it starts sending, then a
+// JSON line: sent, acked, failed, elapsed_s, start_ms, end_ms.
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -50,6 +51,8 @@ public class LoadProducer {
                  new KafkaProducer<>(props, new ByteArraySerializer(), new ByteArraySerializer())) {
             producer.partitionsFor(topic);  // metadata before the clock starts
             start = System.currentTimeMillis();
+            System.out.println("{\"started_ms\": " + start + "}");
+            System.out.flush();
             while (sent < maxRecords) {
                 long now = System.currentTimeMillis();
                 long elapsed = now - start;
@@ -73,8 +76,8 @@ public class LoadProducer {
             }
             producer.flush();
         }
-        double elapsedS = (System.currentTimeMillis() - start) / 1000.0;
+        long end = System.currentTimeMillis();
         System.out.println("{\"sent\": " + sent + ", \"acked\": " + acked.get() + ", \"failed\": " + failed.get()
-            + ", \"elapsed_s\": " + elapsedS + "}");
+            + ", \"elapsed_s\": " + (end - start) / 1000.0 + ", \"start_ms\": " + start + ", \"end_ms\": " + end + "}");
     }
 }

@@ -22,6 +22,7 @@ from typing import Any
 from tools.bench import report
 from tools.bench.config import config_for
 from tools.bench.runner import baseline_phase, knobs_phase, prepare, state_phase, tagstream_phase
+from tools.bench.systems import KNOBS
 from tools.flink_jobs import REPO_ROOT
 from tools.stack import Stack
 
@@ -61,6 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--step-seconds", type=float, default=None, dest="step_s")
     parser.add_argument("--state-persons", type=int, default=None, help="0 skips the state phase")
     parser.add_argument("--no-baselines", action="store_false", dest="baselines", default=None)
+    parser.add_argument("--variants", type=lambda s: tuple(s.split(",")), default=None,
+                        help=f"with --knobs: which variants (default all: {','.join(k.name for k in KNOBS)})")
+    parser.add_argument("--knob-rate", type=int, default=None, help="with --knobs: offered load of each step")
     parser.add_argument("--readme", action=argparse.BooleanOptionalAction, default=None,
                         help="rewrite the README section (default: only for a full run)")
     parser.add_argument("--keep-stack", action="store_true", help="leave a stack this run started running")
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the benchmark; 0 when it completed (targets missed or not)."""
     args = parse_args(argv)
     cfg = config_for(args.mode, steps=args.steps, step_s=args.step_s, state_persons=args.state_persons,
-                     baselines=args.baselines)
+                     baselines=args.baselines, variants=args.variants, knob_rate=args.knob_rate)
     stack = Stack(args.profile)
     reuse = stack.healthy()
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())

@@ -22,21 +22,23 @@ class BenchConfig:
         state_persons: persons loaded into the segments job's RocksDB state (0: skip the state phase).
         state_load_s: most seconds spent loading them (the phase reports how many it reached).
         knobs: run the tuning variants (systems.KNOBS) instead of the main phases.
-        knob_rate: offered load of each variant's step. checkpoint_s: checkpoint interval of the jobs.
+        knob_rate: offered load of each variant's step. variants: which variants (empty: all).
+        checkpoint_s: checkpoint interval of the jobs.
         settle_s: most seconds to wait after a step for its probes (entries and exits).
     """
 
     mode: str = "full"
-    steps: tuple[int, ...] = (500, 1000, 2000, 5000, 10000, 20000, 50000)
+    steps: tuple[int, ...] = (250, 500, 1000, 2000, 5000, 10000, 20000, 50000)
     step_s: float = 25.0
     probe_rate: float = 20.0
-    baseline_rate: int = 1000
+    baseline_rate: int = 250
     saturation_s: float = 25.0
     pool_events: int = 50_000
     state_persons: int = 1_000_000
     state_load_s: float = 240.0
     knobs: bool = False
-    knob_rate: int = 5000
+    knob_rate: int = 1000
+    variants: tuple[str, ...] = ()
     checkpoint_s: float = 5.0
     settle_s: float = 10.0
     baselines: bool = True
@@ -44,7 +46,7 @@ class BenchConfig:
 
 MODES: dict[str, BenchConfig] = {
     "full": BenchConfig(),
-    "quick": BenchConfig(mode="quick", steps=(1000, 2000, 5000, 20000), step_s=15.0, saturation_s=15.0,
+    "quick": BenchConfig(mode="quick", steps=(250, 1000, 5000, 20000), step_s=15.0, saturation_s=15.0,
                          pool_events=20_000, state_persons=50_000, state_load_s=60.0),
     "smoke": BenchConfig(mode="smoke", steps=(100,), step_s=4.0, probe_rate=5.0, baseline_rate=100,
                          saturation_s=3.0, pool_events=500, state_persons=300, state_load_s=30.0, settle_s=20.0),

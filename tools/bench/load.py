@@ -1,8 +1,8 @@
 """Paced producers: the JVM load producer (bulk events) and a kafka-python probe sender.
 
 kafka-python reaches about 3.6K records/s from one process on this 2-core machine (measured, idle broker,
-350-byte records) while a load step needs up to 20K+/s, so bulk load comes from `LoadProducer.java`, run by
-`java` straight from source against the stack's own Kafka client jars. Probes are few (tens per second) and
+350-byte records) while a load step needs up to 20K+/s, so bulk load comes from `LoadProducer.java`, compiled
+once with `javac` and run against the stack's own Kafka client jars. Probes are few (tens per second) and
 are sent from Python so that their send time is known exactly.
 """
 
@@ -23,6 +23,17 @@ from tools.bench.workload import probe_event
 JAVA_SOURCE = Path(__file__).resolve().parent / "LoadProducer.java"
 
 
+def compiled(kafka_jars: Path, classes: Path) -> Path:
+    """Compiles `LoadProducer.java` once into `classes` (again when the source is newer): starting the JVM
+    from source compiles on every run, which takes over a minute on a saturated machine."""
+    target = classes / "LoadProducer.class"
+    if not target.exists() or target.stat().st_mtime < JAVA_SOURCE.stat().st_mtime:
+        classes.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["javac", "-nowarn", "-cp", f"{kafka_jars}/*", "-d", str(classes), str(JAVA_SOURCE)],
+                       check=True, capture_output=True, text=True)
+    return classes
+
+
 def now_ms() -> int:
     """The wall clock in epoch ms."""
     return time.time_ns() // 1_000_000
@@ -40,11 +51,21 @@ class LoadProducer:
 
     def __init__(self, kafka_jars: Path, bootstrap: str, topic: str, templates: Path, rate: float, seconds: float,
                  prefix: str, max_records: int | None = None) -> None:
-        args = ["java", "-Xmx512m", "-cp", f"{kafka_jars}/*", str(JAVA_SOURCE), bootstrap, topic, str(templates),
-                str(rate), str(seconds), prefix]
+        classes = compiled(kafka_jars, templates.parent / "classes")
+        args = ["java", "-Xmx512m", "-cp", f"{classes}:{kafka_jars}/*", "LoadProducer", bootstrap, topic,
+                str(templates), str(rate), str(seconds), prefix]
         if max_records is not None:
             args.append(str(max_records))
         self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait_started(self) -> int:
+        """Blocks until the producer sends its first record; returns that moment (epoch ms)."""
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.startswith('{"started_ms"'):
+                return int(orjson.loads(line)["started_ms"])
+        raise RuntimeError(f"load producer failed (exit {self.process.wait()}): {self.process.stderr.read()[-2000:]}"
+                           if self.process.stderr else "load producer failed")
 
     @property
     def pid(self) -> int:

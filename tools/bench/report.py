@@ -128,8 +128,13 @@ def _fmt(value: Any, unit: str = "") -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        value = round(value, 1) if abs(value) < 100 else round(value)
+        value = round(value, 2) if abs(value) < 10 else round(value, 1) if abs(value) < 100 else round(value)
     return f"{value:,}{unit}" if isinstance(value, int | float) else f"{value}{unit}"
+
+
+def _top(shares: dict[str, float], n: int) -> list[tuple[str, float]]:
+    """The n largest shares (the JSON keeps keys sorted by name)."""
+    return sorted(shares.items(), key=lambda kv: -kv[1])[:n]
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
@@ -158,6 +163,13 @@ def readme_section(result: dict[str, Any], json_name: str, plots: list[str], kno
                       _get(s, "exit_error_ms", "p50"), _get(s, "exit_error_ms", "p99"),
                       _get(s, "processes", "taskmanager", "cpu_pct"), _get(s, "processes", "taskmanager", "rss_mb")]
                      for s in ts.get("steps", [])])
+    profiled = [s for s in ts.get("steps", []) if s.get("taskmanager_profile", {}).get("samples")]
+    if profiled:
+        prof = profiled[-1]["taskmanager_profile"]
+        lines += ["", f"**Where the TaskManager's Python time goes** (py-spy, {prof['samples']:,} busy samples "
+                  f"during the {profiled[-1]['offered_rate']:,}/s step; share of samples with the function on the "
+                  "stack): " + ", ".join(f"`{k}` {v}%" for k, v in _top(prof["inclusive_pct"], 12))
+                  + "; on top of the stack: " + ", ".join(f"`{k}` {v}%" for k, v in _top(prof["self_pct"], 6)) + "."]
     base_rows = []
     for kind, label in (("tagstream", "tagstream"), ("twin", "JVM-only Flink SQL twin"),
                         ("naive", "naive kafka-python + redis-py")):
@@ -182,8 +194,10 @@ def readme_section(result: dict[str, Any], json_name: str, plots: list[str], kno
                   f"{_fmt(state.get('load_s'))} s ({_fmt(state.get('load_rate'))}/s); state size "
                   f"{_fmt((ck.get('latest_state_size_bytes') or 0) / 2**20)} MB, checkpoint duration p50 "
                   f"{_fmt(_get(ck, 'duration_ms', 'p50'))} ms / max {_fmt(_get(ck, 'duration_ms', 'max'))} ms; "
-                  f"submit to RUNNING {_fmt(state.get('fresh_submit_s'))} s fresh vs "
-                  f"{_fmt(state.get('restore_submit_s'))} s restoring from the checkpoint."]
+                  f"state restore (slowest subtask INITIALIZING -> RUNNING) "
+                  f"{_fmt(state.get('restore_initialization_s'))} s from the checkpoint vs "
+                  f"{_fmt(state.get('fresh_initialization_s'))} s for the fresh job; `flink run` to RUNNING "
+                  f"{_fmt(state.get('restore_submit_s'))} s vs {_fmt(state.get('fresh_submit_s'))} s."]
     if knobs:
         lines += ["", f"**Tuning knobs** (`bench/results/{knobs_name}`; one step at "
                   f"{knobs['config']['knob_rate']:,} events/s each):", ""]

@@ -14,7 +14,7 @@ from tools.bench.config import BenchConfig
 from tools.bench.load import LoadProducer, ProbeSender
 from tools.bench.probes import KafkaProbeReader, RedisProbeReader
 from tools.bench.profile import StepProfile
-from tools.bench.sampling import LagSampler, ProcSampler, checkpoint_stats
+from tools.bench.sampling import LagSampler, ProcSampler, checkpoint_stats, initialization_s
 from tools.bench.stats import commit_rate, summary, sustained
 from tools.bench.systems import (
     DEFAULT,
@@ -57,23 +57,19 @@ class Context:
         return pids
 
 
+def fresh_taskmanager(stack) -> None:
+    """Restarts the TaskManager: every PyFlink job leaves classes in its metaspace (about 25 job submissions
+    exhaust the default 256 MB and kill it), and a fresh one makes RSS figures comparable between runs."""
+    stack.stop_service("taskmanager")
+    stack.start_service("taskmanager")
+
+
 def prepare(stack, cfg: BenchConfig, run_dir: Path, log: Callable[[str], None] = print) -> Context:
-    """Starts the stack and builds (or reuses) the template pool."""
+    """Starts the stack with a fresh TaskManager and builds (or reuses) the template pool."""
     stack.up()
+    fresh_taskmanager(stack)
     log(f"templates: {cfg.pool_events} generator events")
     return Context(stack, cfg, run_dir, ensure_templates(run_dir.parent / "templates", cfg.pool_events), log)
-
-
-def _load_window(samples: list[tuple[float, int, int]]) -> tuple[float, float]:
-    """The seconds in which the input grew (from the first to the last sample that saw new records)."""
-    ends = [(t, end) for t, _, end in samples]
-    if len(ends) < 2:
-        return 0.0, 0.0
-    grew = [ends[i][0] for i in range(1, len(ends)) if ends[i][1] > ends[i - 1][1]]
-    if not grew:
-        return 0.0, 0.0
-    start = max(t for t, _ in ends if t < grew[0])
-    return start, grew[-1]
 
 
 def measure_step(ctx: Context, dep: Deployment, reader, sender: ProbeSender, offered: float, seconds: float,
@@ -90,6 +86,7 @@ def measure_step(ctx: Context, dep: Deployment, reader, sender: ProbeSender, off
                             seconds, f"{ctx.run}-{dep.name}-{name}")
     procs = ProcSampler(ctx.pids({"load-producer": lambda: producer.pid if producer.process.poll() is None else None,
                                   **(extra_pids or {})})).start()
+    started_ms = producer.wait_started()
     tm = ctx.stack.services["taskmanager"].pid()
     profile = StepProfile(tm, seconds, ctx.run_dir / f"py-spy-{dep.name}-{name.replace('/', '')}.txt") \
         if tm and dep.name == "tagstream" else None
@@ -104,7 +101,7 @@ def measure_step(ctx: Context, dep: Deployment, reader, sender: ProbeSender, off
         sender.stop()
     lag.stop()
     procs.stop()
-    start, end = _load_window(lag.samples[dep.tail_group]) if dep.tail_group in lag.samples else (0.0, 0.0)
+    start, end = started_ms / 1000 - lag.start_wall, sent["end_ms"] / 1000 - lag.start_wall  # load was offered
     in_window = {g: [p for p in lag.lag(g) if start <= p[0] <= end] for g in dep.groups}
     committed = [p for p in lag.committed(dep.tail_group) if start <= p[0] <= end]
     head_group = next(iter(dep.groups))
@@ -145,7 +142,7 @@ def _wait_probes(probes: list, exits: bool, timeout_s: float) -> None:
         time.sleep(0.1)
 
 
-def warm_up(ctx: Context, reader, sender: ProbeSender, timeout_s: float = 240) -> float:
+def warm_up(ctx: Context, reader, sender: ProbeSender, timeout_s: float = 420) -> float:
     """Sends probes until the first one is seen (the pipeline runs end to end); returns the seconds it took."""
     start = time.monotonic()
     sender.start("warm-up")
@@ -239,9 +236,11 @@ def state_phase(ctx: Context) -> dict[str, Any]:
     restore time from the retained checkpoint."""
     cfg = ctx.cfg
     ctx.log(f"state scale: {cfg.state_persons} persons")
+    fresh_taskmanager(ctx.stack)
     run = f"{ctx.run}-state"
     dep = start_segments_only(ctx.stack, run, ctx.run_dir, checkpoint_s=10.0)
-    out: dict[str, Any] = {"target_persons": cfg.state_persons, "fresh_submit_s": dep.started_s["segments"]}
+    out: dict[str, Any] = {"target_persons": cfg.state_persons, "fresh_submit_s": dep.started_s["segments"],
+                           "fresh_initialization_s": initialization_s(ctx.stack.ports, dep.job_ids["segments"])}
     try:
         lag = LagSampler(ctx.bootstrap, dep.groups).start()
         producer = LoadProducer(ctx.stack.layout.jars / "kafka", ctx.bootstrap, dep.input_topic,
@@ -277,6 +276,7 @@ def state_phase(ctx: Context) -> dict[str, Any]:
         restored = start_segments_only(ctx.stack, run, ctx.run_dir, 10.0, restore_from=path, topics=dep.topics)
         try:
             out["restore_submit_s"] = restored.started_s["segments"]
+            out["restore_initialization_s"] = initialization_s(ctx.stack.ports, restored.job_ids["segments"])
             out["restored"] = checkpoint_stats(ctx.stack.ports, restored.job_ids["segments"]).get("restored")
         finally:
             restored.stop(ctx.stack)
@@ -286,7 +286,7 @@ def state_phase(ctx: Context) -> dict[str, Any]:
 def knobs_phase(ctx: Context) -> dict[str, Any]:
     """Each tuning variant: one step at `knob_rate`; plus Redis write batching measured on the store layer."""
     out: dict[str, Any] = {"variants": {}}
-    for knob in KNOBS:
+    for knob in (k for k in KNOBS if not ctx.cfg.variants or k.name in ctx.cfg.variants):
         try:
             out["variants"][knob.name] = tagstream_phase(ctx, knob, (ctx.cfg.knob_rate,))
         except Exception as exc:  # one variant failing must not lose the others

@@ -26,11 +26,11 @@ class Sampler:
     def __init__(self) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=type(self).__name__, daemon=True)
-        self.start_s = time.monotonic()
+        self.start_s, self.start_wall = time.monotonic(), time.time()
 
     def start(self) -> Self:
         """Starts sampling (the first sample at once)."""
-        self.start_s = time.monotonic()
+        self.start_s, self.start_wall = time.monotonic(), time.time()
         self._thread.start()
         return self
 
@@ -171,6 +171,18 @@ def checkpoint_stats(ports: Ports, job_id: str) -> dict[str, Any]:
             "latest_checkpointed_size_bytes": latest.get("checkpointed_size"),
             "latest_path": latest.get("external_path"),
             "restored": (data.get("latest") or {}).get("restored")}
+
+
+def initialization_s(ports: Ports, job_id: str) -> float | None:
+    """The longest INITIALIZING -> RUNNING time of any subtask (state restore happens then), from Flink REST."""
+    longest = None
+    for vertex in rest(ports, f"/jobs/{job_id}")["vertices"]:
+        for subtask in rest(ports, f"/jobs/{job_id}/vertices/{vertex['id']}/subtasktimes").get("subtasks", []):
+            stamps = subtask.get("timestamps", {})
+            if stamps.get("INITIALIZING") and stamps.get("RUNNING"):
+                took = (stamps["RUNNING"] - stamps["INITIALIZING"]) / 1000
+                longest = took if longest is None else max(longest, took)
+    return longest
 
 
 def load_average() -> list[float]:

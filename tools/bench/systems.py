@@ -128,15 +128,16 @@ def _timed_submit(stack, spec: JobSpec, flags: list[str], flink_options: list[st
     return job_id, time.monotonic() - start
 
 
-def wait_definitions(stack, job_id: str, expected: int, timeout_s: float = 180) -> None:
-    """Waits until the segments job has read `expected` definition records."""
+def wait_definitions(stack, job_id: str, expected: int, timeout_s: float = 300) -> bool:
+    """Waits until the segments job has read `expected` definition records (its metrics say so); False when
+    it has not after `timeout_s` (on a saturated machine the metrics lag: the probe warm-up decides then)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         metrics = operator_metrics(stack.ports, job_id)
         if metrics.get("definitions_loaded", 0) + metrics.get("definition_issues", 0) >= expected:
-            return
-        time.sleep(1)
-    raise TimeoutError(f"the segments job read fewer than {expected} definitions in {timeout_s:.0f} s")
+            return True
+        time.sleep(2)
+    return False
 
 
 def segments_flags(topics: dict[str, str], run: str, checkpoint_s: float, knob: Knob) -> list[str]:
@@ -167,7 +168,8 @@ def start_tagstream(stack, run: str, run_dir: Path, knob: Knob = DEFAULT, checkp
                            ("segments", segments_flags(topics, run, checkpoint_s, knob))):
             log(f"  submitting {key} ({knob.name})")
             deployment.job_ids[key], deployment.started_s[key] = _timed_submit(stack, job(key), flags)
-        wait_definitions(stack, deployment.job_ids["segments"], expected)
+        if not wait_definitions(stack, deployment.job_ids["segments"], expected):
+            log(f"  the segments job's metrics do not show {expected} definitions yet; the warm-up decides")
     except BaseException:
         deployment.stop(stack)
         raise
