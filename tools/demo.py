@@ -157,13 +157,13 @@ SEGMENTS_METRICS = ("events_in", "evaluations", "entries", "exits", "corrections
 MAX_CHANGES_KEPT = 100_000
 
 
-def job_metrics(stack: Stack, job_id: str, wait_s: float = 20) -> dict[str, int]:
-    """The job's operator metrics (Flink REST API), waiting a little for the first values: the JobManager
-    fetches them from the TaskManagers only every few seconds."""
+def job_metrics(stack: Stack, job_id: str, wait_s: float = 30) -> dict[str, int]:
+    """The job's operator metrics (Flink REST API), waiting a little for `events_in`: the JobManager fetches
+    the metrics from the TaskManagers every few seconds, one vertex at a time."""
     deadline = time.monotonic() + wait_s
     while True:
         metrics = operator_metrics(stack.ports, job_id)
-        if any(metrics.values()) or time.monotonic() >= deadline:
+        if metrics.get("events_in") or time.monotonic() >= deadline:
             return metrics
         time.sleep(2)
 
