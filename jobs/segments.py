@@ -1,9 +1,10 @@
 """Segments job: segment tags per person in event time, with exact entries and exits, hot-reloaded definitions.
 
-    events.valid ───────► parse-events ─► key by person ─┐
-                                                         ├─► evaluate-segments ─► Kafka: segment-changes, events.late
-    segment-definitions ► parse-definitions ─► broadcast ┘   (udfs/segments)   └─► store ops ─► apply-store-ops
-                                                                                                (Redis, DynamoDB)
+    events.identified ──► parse-events ───┐
+    person-merges ──────► parse-merges ───┼─ key by person ─┐
+    segments.handoff ───► parse-handoffs ─┘                 ├─► evaluate-segments ─► Kafka: segment-changes,
+    segment-definitions ► parse-definitions ─► broadcast ───┘   (udfs/segments)   │   events.late, segments.handoff
+                                                                                  └─► store ops ─► apply-store-ops
 
 Each person's `PersonState` (pickled) lives in keyed state; the core's `Engine` applies their events and
 says when a tag next changes by time alone, where one event-time timer per person fires `advance`. When the
@@ -13,17 +14,20 @@ still fire about `--idle-timeout` after they are due. Definitions come from the 
 subtask recompiles its catalog on each record and persons are reconciled lazily, on their next event or
 timer. docs/segments.md explains the semantics.
 
-Input: `--input-topic` defaults to `events.valid` (keyed by the identifier-derived person id,
-`person_id_of`); once the identity job's `events.identified` is the default input, pass it here and the
-resolved `person_id` of each event is used instead.
+Input: `--input-topic` defaults to the identity job's `events.identified` (keyed by the resolved
+`person_id`; `erase` events there remove the person's tags). Person merges (`person-merges`) are held until
+event time reaches them; the absorbed person's retained history, consent and traits then reach the survivor
+through the loop topic `segments.handoff` (`udfs/merges.py`, `jobs/merges.py`, shared with the sessions
+job), where the engine folds them as if every event had carried the survivor's id.
 
 Run it in a MiniCluster (`python jobs/segments.py --bootstrap ...`) or on a cluster
 (`flink run -py jobs/segments.py -- --bootstrap ...`). `--help` lists every flag.
 
 Metrics (operator metric group `tagstream`): `events_in`, `evaluations` (engine calls: events, timers,
 idle advances), `entries`, `exits`, `corrections`, `retractions`, `late`, `duplicates`, `idle_advances`,
-`invalid_inputs`, `definitions_loaded`, `definition_issues` and the gauge `definitions` (per subtask;
-definition metrics count once per subtask); `store_*` in the store writer.
+`invalid_inputs`, `definitions_loaded`, `definition_issues`, the merge notes (`merge_held`, `merged_away`,
+`merged`, `forwarded`, `handoff_duplicate`, `handoff_dropped`, `merge_stale`) and the gauge `definitions`
+(per subtask; definition metrics count once per subtask); `store_*` in the store writer.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import argparse
 import logging
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script (flink run -py): make the repo importable
@@ -51,21 +56,22 @@ from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 from pyflink.datastream.time_domain import TimeDomain
 
 from jobs import runtime
-from jobs.operators import key_by_first_field, parallelism_of, state_ttl, write_store_ops
+from jobs.merges import add_merge_flags, keyed_messages, merge_sources
+from jobs.operators import parallelism_of, state_ttl, write_store_ops
 from udfs.clock import NO_TIME, IdleClock
 from udfs.contract import ValidatorConfig
-from udfs.segments import Engine, Issue, Outputs, SegmentsConfig, person_id_of, update_catalog
+from udfs.merges import EVENT, NOTES, Pointer, Result, Slot
+from udfs.segments import Engine, Issue, SegmentsConfig, person_id_of, update_catalog
+from udfs.segments.keyed import driver
 from udfs.segments.published import definition_set
 
 LOG = logging.getLogger("tagstream.segments")
 TEXT_PAIR_TYPE = Types.ROW_NAMED(["key", "value"], [Types.STRING(), Types.STRING()])
-KEYED_EVENT_TYPE = Types.ROW([Types.STRING(), Types.STRING()])
 STORE_OPS = OutputTag("store-ops", Types.STRING())
 STORE_TOPIC = ""  # a store op's marker on the evaluation's single output (see `RouteOutputs`)
 DEFINITIONS = MapStateDescriptor("segment-definitions", Types.STRING(), Types.STRING())
 DAY_MS = 86_400_000
 EARLIEST_EVENT_MS = ValidatorConfig().min_ts_ms
-MAX_IDLE_STEPS = 1000
 COUNTERS = ("events_in", "evaluations", "entries", "exits", "corrections", "retractions", "late", "duplicates",
             "idle_advances", "invalid_inputs", "definitions_loaded", "definition_issues")
 
@@ -76,6 +82,7 @@ class SegmentTopics:
 
     changes: str = "segment-changes"
     late: str = "events.late"
+    handoff: str = "segments.handoff"
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,7 @@ class SegmentsJobConfig:
         advance_until_ms: event time of a bounded run (the backfill) ends here: watermarks are capped at it and
             timers after it are not advanced, so the final watermark of a bounded input does not end the tags
             that still hold at that time. None (the live job): unbounded.
+        max_hops: a merge handoff forwarded more often than this is dropped (merge cycles).
     """
 
     segments: SegmentsConfig = field(default_factory=SegmentsConfig)
@@ -102,6 +110,7 @@ class SegmentsJobConfig:
     idle_timeout_ms: int | None = 1000
     state_ttl_ms: int = 35 * DAY_MS
     advance_until_ms: int | None = None
+    max_hops: int = 8
 
 
 @dataclass(frozen=True)
@@ -124,28 +133,6 @@ def _text(raw) -> str | None:
     return raw if isinstance(raw, str) else bytes(raw).decode("utf-8", "replace")
 
 
-class ParseEvents(ProcessFunction):
-    """Turns `(value, ...)` event rows into `Row(person_id, event JSON)`; events without a person are counted."""
-
-    def __init__(self, config: SegmentsConfig):
-        self.config = config
-
-    def open(self, runtime_context: RuntimeContext) -> None:
-        self.invalid = runtime_context.get_metrics_group().add_group(runtime.METRIC_GROUP).counter("invalid_inputs")
-
-    def process_element(self, value, ctx):
-        text = _text(value[0]) or ""
-        try:
-            doc = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            doc = None
-        person = person_id_of(doc, self.config) if isinstance(doc, dict) else None
-        if person is None:
-            self.invalid.inc()
-            return
-        yield Row(person, text)  # keyed by the first field: the keyed operator sees the text
-
-
 def parse_definition(value) -> Row:
     """`(key, value, ...)` of a definitions record -> `Row(name, text or None)` (None: tombstone)."""
     return Row(_text(value[0]) or "", _text(value[1]))
@@ -163,16 +150,18 @@ class _Evaluate:
         self.config = config
 
     def open(self, runtime_context: RuntimeContext) -> None:
+        # the merge pointer is JSON text: thread mode cannot read back an absent BYTES value
         descriptors = (ValueStateDescriptor("person", Types.PICKLED_BYTE_ARRAY()),
-                       ValueStateDescriptor("timer", Types.LONG()), ValueStateDescriptor("idle_timer", Types.LONG()))
+                       ValueStateDescriptor("timer", Types.LONG()), ValueStateDescriptor("idle_timer", Types.LONG()),
+                       ValueStateDescriptor("merge", Types.STRING()))
         for descriptor in descriptors:
             descriptor.enable_time_to_live(state_ttl(self.config.state_ttl_ms))
-        self.person, self.timer, self.idle_timer = (runtime_context.get_state(d) for d in descriptors)
+        self.person, self.timer, self.idle_timer, self.merge = (runtime_context.get_state(d) for d in descriptors)
         self.engine: Engine | None = None
         self.watermark: int | None = None  # the last one seen (a broadcast context has none in thread mode)
         self.clock: IdleClock | None = None
         group = runtime_context.get_metrics_group().add_group(runtime.METRIC_GROUP)
-        self.counters = {name: group.counter(name) for name in COUNTERS}
+        self.counters = {name: group.counter(name) for name in (*COUNTERS, *NOTES)}
         self.definitions = 0
         group.gauge("definitions", lambda: self.definitions)
 
@@ -203,57 +192,55 @@ class _Evaluate:
         return [*issues, *compile_issues]
 
     # ---- keyed input and timers
-    def _on_event(self, text: str, ctx):
-        person = ctx.get_current_key()
+    def _on_message(self, value, ctx):
+        kind, body = value[1], value[2]
         timers = ctx.timer_service()
         watermark, wall = _watermark(timers), timers.current_processing_time()
         if (clock := self._clock(wall)) is not None:
             clock.on_input(watermark, wall)
-        self.counters["events_in"].inc()
+        if kind == EVENT:
+            self.counters["events_in"].inc()
         engine = self._engine(ctx, self._known(watermark))
-        state = self._load(engine, person)
+        slot = self._load(engine, ctx.get_current_key())
         try:
-            state, out, wake = engine.on_event(state, orjson.loads(text), self._known(watermark))
-        except (ValueError, KeyError, TypeError):  # events.valid holds contract events; count, never crash
+            result = driver(engine, self.config.max_hops).handle(slot, kind, body, self._known(watermark))
+        except (ValueError, KeyError, TypeError):  # contract events and our own records; count, never crash
             self.counters["invalid_inputs"].inc()
             return
-        yield from self._finish(ctx, state, out, wake)
+        yield from self._finish(ctx, result)
 
     def _on_timer(self, timestamp: int, ctx):
         timers = ctx.timer_service()
         watermark, wall = _watermark(timers), timers.current_processing_time()
-        stored = self.person.value()
-        if stored is None:  # expired by the state TTL
+        if self.person.value() is None and self.merge.value() is None:  # expired by the state TTL
             self.timer.clear()
             self.idle_timer.clear()
             return
         engine = self._engine(ctx, self._known(watermark))
-        state = self._load(engine, ctx.get_current_key())
+        slot = self._load(engine, ctx.get_current_key())
+        now: int | None = timestamp
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
             self.idle_timer.clear()
-            yield from self._idle_advance(ctx, engine, state, watermark, wall)
-            return
-        self.timer.clear()
-        if self.config.advance_until_ms is not None and timestamp > self.config.advance_until_ms:
-            return  # after the end of a bounded run: the tag still holds at its end
-        state, out, wake = engine.advance(state, timestamp, self._known(watermark))
-        yield from self._finish(ctx, state, out, wake)
+            now = self._idle_now(slot.state, watermark, wall)
+            if now is None:
+                return
+            self.counters["idle_advances"].inc()
+        else:
+            self.timer.clear()
+        until = self.config.advance_until_ms
+        if until is not None:
+            if timestamp > until and ctx.time_domain() != TimeDomain.PROCESSING_TIME:
+                return  # after the end of a bounded run: the tag still holds at its end
+            now = min(now, until)
+        yield from self._finish(ctx, driver(engine, self.config.max_hops).on_time(slot, now, self._known(watermark)))
 
-    def _idle_advance(self, ctx, engine: Engine, state, watermark: int, wall: int):
-        """Advances the person through every wakeup the idle clock has reached."""
+    def _idle_now(self, state, watermark: int, wall: int) -> int | None:
+        """The idle clock's event time for a processing-time timer (None without an idle clock)."""
         clock = self._clock(wall)
         if clock is None:
-            return
+            return None
         clock.observe(state.frontier, wall)
-        now = clock.now(watermark, wall)
-        out, wake = Outputs(), engine.next_wakeup(state)
-        for _ in range(MAX_IDLE_STEPS):
-            if wake is None or wake > now:
-                break
-            self.counters["idle_advances"].inc()
-            state, step, wake = engine.advance(state, wake, self._known(watermark))
-            out.extend(step)
-        yield from self._finish(ctx, state, out, wake)
+        return clock.now(watermark, wall)
 
     def _known(self, watermark: int) -> int | None:
         """The watermark (capped at `advance_until_ms`), or None before the first one (Long.MIN_VALUE)."""
@@ -267,25 +254,37 @@ class _Evaluate:
             self.clock = IdleClock(self.config.idle_timeout_ms, wall_ms)
         return self.clock
 
-    def _load(self, engine: Engine, person: str):
+    def _load(self, engine: Engine, person: str) -> Slot:
         state = self.person.value()
-        return state if state is not None else engine.new_state(person)
+        pointer = self.merge.value()
+        return Slot(state if state is not None else engine.new_state(person),
+                    Pointer.from_dict(orjson.loads(pointer)) if pointer is not None else Pointer())
 
-    def _finish(self, ctx, state, out: Outputs, wake: int | None):
+    def _finish(self, ctx, result: Result):
         self.counters["evaluations"].inc()
-        self.person.update(state)
+        slot = result.slot
+        self.person.update(slot.state)
+        if slot.merge == Pointer():
+            self.merge.clear()
+        else:
+            self.merge.update(orjson.dumps(slot.merge.to_dict()).decode("utf-8"))
         topics = self.config.topics
-        person = state.person_id
-        for change in out.changes:
-            self._count(change)
-            yield Row(topics.changes, person, orjson.dumps(change).decode("utf-8"))
-        for late in out.late:
-            self.counters["late"].inc()
-            yield Row(topics.late, person, orjson.dumps(late).decode("utf-8"))
-        for op in (*out.redis, *out.dynamo):
-            yield Row(STORE_TOPIC, person, orjson.dumps(op.as_dict()).decode("utf-8"))
-        self.counters["duplicates"].inc(out.duplicates)
-        self._schedule(ctx, wake, state.frontier)
+        person = slot.state.person_id
+        for out in result.outputs:
+            for change in out.changes:
+                self._count(change)
+                yield Row(topics.changes, person, orjson.dumps(change).decode("utf-8"))
+            for late in out.late:
+                self.counters["late"].inc()
+                yield Row(topics.late, person, orjson.dumps(late).decode("utf-8"))
+            for op in (*out.redis, *out.dynamo):
+                yield Row(STORE_TOPIC, person, orjson.dumps(op.as_dict()).decode("utf-8"))
+            self.counters["duplicates"].inc(out.duplicates)
+        for target, record in result.handoffs:
+            yield Row(topics.handoff, target, orjson.dumps(record).decode("utf-8"))
+        for note in result.notes:
+            self.counters[note].inc()
+        self._schedule(ctx, result.wakeup, slot.state.frontier)
 
     def _count(self, change: dict) -> None:
         if change["retraction"]:
@@ -354,7 +353,7 @@ class EvaluateSegments(_Evaluate, KeyedProcessFunction):
     """The evaluation with a fixed definition set (`SegmentsJobConfig.definitions`)."""
 
     def process_element(self, value, ctx):
-        yield from self._on_event(value, ctx)
+        yield from self._on_message(value, ctx)
 
     def on_timer(self, timestamp: int, ctx):
         yield from self._on_timer(timestamp, ctx)
@@ -371,7 +370,7 @@ class EvaluateSegmentsWithDefinitions(_Evaluate, KeyedBroadcastProcessFunction):
         return sorted(ctx.get_broadcast_state(DEFINITIONS).items())
 
     def process_element(self, value, ctx):
-        yield from self._on_event(value, ctx)
+        yield from self._on_message(value, ctx)
 
     def on_timer(self, timestamp: int, ctx):
         yield from self._on_timer(timestamp, ctx)
@@ -387,25 +386,26 @@ class EvaluateSegmentsWithDefinitions(_Evaluate, KeyedBroadcastProcessFunction):
         yield from ()
 
 
-def build_segments(events: DataStream, definitions: DataStream | None,
-                   config: SegmentsJobConfig) -> SegmentsStreams:
+def build_segments(events: DataStream, definitions: DataStream | None, config: SegmentsJobConfig,
+                   merges: DataStream | None = None, handoffs: DataStream | None = None) -> SegmentsStreams:
     """Builds the segments stage.
 
+    Every input but `definitions` is a stream of rows whose first field is a JSON record (bytes or str)
+    carrying event-time timestamps and watermarks (`runtime.kafka_event_source`, or
+    `runtime.with_event_time` on a bounded collection).
+
     Args:
-        events: rows whose first field is an event's JSON (bytes or str), carrying event-time timestamps and
-            watermarks (`runtime.kafka_event_source`, or `runtime.with_event_time` on a bounded collection).
+        events: `events.identified` (or `events.valid`) records.
         definitions: rows `(name, text)` (bytes or str; text None: removed), e.g. the keyed
             `segment-definitions` source; None: only `config.definitions`.
         config: definitions, lateness, topics, idle clock and state settings.
+        merges: `person-merges` records (None: no person merges).
+        handoffs: the loop topic's records (None: no loop; handoffs still leave in `kafka`).
 
     Returns:
-        The Kafka records (changes, late events) and the store ops.
+        The Kafka records (changes, late events, handoffs) and the store ops.
     """
-    parsed = events.process(ParseEvents(config.segments), output_type=KEYED_EVENT_TYPE) \
-        .name("parse-events").uid("segments-parse-events")
-    if (parallelism := parallelism_of(events)) is not None:
-        parsed = parsed.set_parallelism(parallelism)  # a forward edge keeps each person's records in order
-    keyed = key_by_first_field(parsed, Types.STRING())
+    keyed = keyed_messages("segments", partial(person_id_of, config=config.segments), events, merges, handoffs)
     if definitions is None:
         evaluated = keyed.process(EvaluateSegments(config), output_type=runtime.KAFKA_RECORD_TYPE)
     else:
@@ -436,6 +436,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="change events (default segment-changes)")
     topics.add_argument("--late-topic", default=SegmentTopics.late, help="too-late events (default events.late)")
     topics.add_argument("--group-id", default="tagstream-segments", help="Kafka consumer group")
+    add_merge_flags(parser, SegmentTopics.handoff)
     group = parser.add_argument_group("segments")
     group.add_argument("--lateness", type=runtime.parse_duration_ms, default=defaults.allowed_lateness_ms,
                        help="events up to this far behind the watermark are applied (corrections); older ones go "
@@ -454,7 +455,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def job_config(args: argparse.Namespace) -> SegmentsJobConfig:
     """The :class:`SegmentsJobConfig` given by parsed flags."""
     segments = SegmentsConfig(allowed_lateness_ms=args.lateness, min_history_ms=args.min_history)
-    return SegmentsJobConfig(segments=segments, topics=SegmentTopics(args.changes_topic, args.late_topic),
+    topics = SegmentTopics(args.changes_topic, args.late_topic, args.handoff_topic)
+    return SegmentsJobConfig(segments=segments, topics=topics,
                              idle_timeout_ms=None if args.no_idle_clock else args.idle_timeout,
                              state_ttl_ms=args.state_ttl)
 
@@ -476,9 +478,10 @@ def main(argv: list[str] | None = None) -> None:
         t_env, args.bootstrap, args.definitions_topic, f"{args.group_id}-definitions",
         runtime.EventTime(None, 0, args.idle_timeout, constant_ms=0), props, "definitions", with_key=True,
         options={"scan.startup.mode": "earliest-offset"})
-    streams = build_segments(events, definitions, job_config(args))
+    merges, handoffs = merge_sources(t_env, args, props)
+    streams = build_segments(events, definitions, job_config(args), merges, handoffs)
     runtime.kafka_keyed_sink(env, streams.kafka, args.bootstrap, args.exactly_once, "tagstream-segments", props,
-                             "segments-records", topics=[args.changes_topic, args.late_topic])
+                             "segments-records", topics=[args.changes_topic, args.late_topic, args.handoff_topic])
     write_store_ops(streams.store_ops, args, "segments")
     env.execute("tagstream-segments")
 

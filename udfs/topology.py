@@ -46,6 +46,8 @@ TOPICS: tuple[Topic, ...] = (
           "keyed by person (jobs/identity.py)."),
     Topic("sessions.handoff", 4, "Internal loop of the sessions job: an absorbed person's state handed to the "
           "survivor after a merge.", {"retention.ms": str(24 * 3600 * 1000)}),
+    Topic("segments.handoff", 4, "Internal loop of the segments job: an absorbed person's retained history, "
+          "consent and traits handed to the survivor after a merge.", {"retention.ms": str(24 * 3600 * 1000)}),
     Topic("identity-loop", 4, "Internal loopback of the identity job's keyed stages (carries matching features: "
           "restricted ACLs, short retention).", {"retention.ms": str(24 * 3600 * 1000)}),
 )

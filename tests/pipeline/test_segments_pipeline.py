@@ -41,17 +41,24 @@ def person(user: str) -> str:
     return person_id_of({"ids": {"user_id": user}})
 
 
+def timed(t_env, env, docs: list[dict], time_field: str):
+    rows = env.from_collection([Row(orjson.dumps(d), d[time_field]) for d in docs], type_info=TIMED_VALUE_TYPE)
+    return with_event_time(t_env, rows, 0)
+
+
 def run(env, events: list[dict], config: SegmentsJobConfig,
-        definitions: list[tuple[str, str | None]] | None = None) -> tuple[list[tuple[str, str, dict]], list[dict]]:
+        definitions: list[tuple[str, str | None]] | None = None, merges: list[dict] | None = None,
+        handoffs: list[dict] | None = None) -> tuple[list[tuple[str, str, dict]], list[dict]]:
     """Runs the stage; returns the Kafka records as (topic, key, value) and the store ops."""
     t_env = table_env(env)
-    rows = env.from_collection([Row(orjson.dumps(e), e["ts_ms"]) for e in events], type_info=TIMED_VALUE_TYPE)
     published = None
     if definitions is not None:
         published = env.from_collection([Row(k, v) for k, v in definitions], type_info=TEXT_PAIR_TYPE) \
             .map(lambda row: time.sleep(4 if row[0] == definitions[0][0] else 0) or Row(row[0], row[1]),
                  output_type=TEXT_PAIR_TYPE).set_parallelism(1)  # in order, the first one after the events
-    return collect(build_segments(with_event_time(t_env, rows, 0), published, config))
+    return collect(build_segments(timed(t_env, env, events, "ts_ms"), published, config,
+                                  timed(t_env, env, merges, "ts") if merges else None,
+                                  timed(t_env, env, handoffs, "ts") if handoffs else None))
 
 
 def collect(streams: SegmentsStreams) -> tuple[list[tuple[str, str, dict]], list[dict]]:
@@ -131,3 +138,35 @@ def test_too_late_event_goes_to_events_late(env):
     assert [(v["event_id"], v["reason"], v["person_id"], v["watermark"]) for v in late] == [
         ("e2", "too_late", person("e"), at(10))]
     assert changes(records) == []
+
+
+def test_person_merge_moves_tags_to_the_survivor_through_the_handoff_loop(env):
+    config = SegmentsJobConfig(SEGMENTS, definitions=(VIEWED,))
+    absorbed, survivor = "p-absorbed", "p-survivor"
+    events = [{**ev("a1", "a", 0, "product_view", product_id="x"), "person_id": absorbed},
+              {**ev("b1", "b", 1, "page_view"), "person_id": survivor},
+              {**ev("a2", "a", 1.5, "page_view"), "person_id": absorbed}]
+    merges = [{"kind": "merge", "absorbed": absorbed, "survivor": survivor, "ts": at(2), "idempotency_key": "m-1"},
+              {"kind": "refused", "absorbed": survivor, "survivor": absorbed, "ts": at(2), "idempotency_key": "r-1"},
+              {"kind": "review", "persons": [absorbed, survivor], "ts": at(2), "idempotency_key": "v-1"}]
+
+    # Pass 1: at the merge's time the absorbed person's tag exits (cause merge) and its history is handed off
+    records, ops = run(env, events, config, merges=merges)
+    assert changes(records, absorbed) == [("viewed_product:x", "enter", at(0), "event"),
+                                          ("viewed_product:x", "exit", at(2), "merge")]
+    assert changes(records, survivor) == []  # refused and review records move nothing
+    handoffs = [v for t, k, v in records if t == "segments.handoff"]
+    assert [(h["type"], h["from"], h["to"], h["id"]) for h in handoffs] == [("state", absorbed, survivor, "m-1")]
+    assert [row[1] for row in handoffs[0]["state"]["events"]] == ["a1", "a2"]
+    view_ops = [o for o in ops if o["kind"] == "redis" and o["key"] == redis_key(absorbed, SEGMENTS)]
+    assert view_ops[-1]["op"] == "delete" and not view_ops[-1]["erase"]
+
+    # Pass 2: the loop brings the handoff (twice: at-least-once) to the survivor, which holds the tag as if
+    # it had viewed the product itself
+    for handoff in handoffs:
+        handoff["ts"] = at(2)
+    records, ops = run(env, [events[1]], config, handoffs=handoffs + handoffs)
+    assert changes(records, survivor) == [("viewed_product:x", "enter", at(0), "merge"),
+                                          ("viewed_product:x", "exit", at(5), "time")]
+    (enter,) = [v for t, k, v in records if t == "segment-changes" and v["op"] == "enter"]
+    assert enter["reason"]["from"] == absorbed and enter["correction"]

@@ -46,12 +46,13 @@ Affected = dict[str, set[Key] | None]
 class _Run:
     """Bookkeeping of one call."""
 
-    __slots__ = ("cause", "clock", "dirty", "event", "out", "refresh")
+    __slots__ = ("cause", "clock", "detail", "dirty", "event", "out", "refresh")
 
     def __init__(self) -> None:
         self.out = Outputs()
         self.event: Ev | None = None
         self.cause: str | None = None
+        self.detail: dict[str, Any] = {}
         self.clock = NEG_INF
         self.dirty: dict[tuple[str, Key], Instance] = {}
         self.refresh = False
@@ -411,7 +412,7 @@ class Engine:
 
     def _cause(self, run: _Run, seg: Segment | None, ts: int) -> dict[str, Any]:
         if run.cause is not None:
-            return {"cause": run.cause}
+            return {"cause": run.cause, **run.detail}
         if seg is None:
             return {"cause": "definition_removed"}
         ev = run.event
@@ -498,18 +499,75 @@ class Engine:
     def _erase(self, state: PersonState, run: _Run, ev: Ev) -> tuple[PersonState, Outputs, int | None]:
         """An `erase` event: the person leaves every segment at its time and everything kept is dropped
         (the returned state is empty; the wrapper may clear it instead)."""
-        when = max(state.frontier + 1, ev.ts)
         run.cause = "erase"
+        fresh, out = self._leave(state, run, max(state.frontier + 1, ev.ts), erase=True)
+        fresh.seen[ev.id] = ev.ts
+        return fresh, out, None
+
+    def _leave(self, state: PersonState, run: _Run, when: int, erase: bool) -> tuple[PersonState, Outputs]:
+        """The person leaves every segment at `when` (cause `run.cause`), its Redis view is deleted
+        (unconditionally for an erasure) and an empty state with the same clock and versions is returned."""
         for name, insts in sorted(state.instances.items()):
             for key in sorted(insts, key=repr):
                 self._reconcile(state, run, name, key, when, when, removed=True)
         state.frontier = when
         out = self._finish(state, run)
-        out.redis = [redis_delete(state.person_id, state.next_version(), self.config)]
+        out.redis = [redis_delete(state.person_id, state.next_version(), self.config, erase)]
         fresh = self.new_state(state.person_id)
         fresh.watermark, fresh.frontier, fresh.version = state.watermark, when, state.version
-        fresh.seen[ev.id] = ev.ts
-        return fresh, out, None
+        return fresh, out
+
+    # ------------------------------------------------------------------ person merges
+    def hand_off(self, state: PersonState, at: int) -> tuple[dict[str, Any] | None, PersonState, Outputs]:
+        """The person was merged into another at event time `at` (`udfs/merges.py`).
+
+        Returns:
+            The person's export for the survivor (`export_person`; None when it has nothing), an empty state
+            (same clock and versions) and the outputs: every tag exits at `max(clock + 1 ms, at)` with cause
+            `merge`, its DynamoDB items and Redis view are deleted (version-guarded, not erasures).
+        """
+        run = _Run()
+        self._sync(state, run, None)
+        exported = export_person(state) if state.seen or state.consent.export()["updates"] else None
+        run.cause = "merge"
+        fresh, out = self._leave(state, run, max(state.frontier + 1, at), erase=False)
+        return exported, fresh, out
+
+    def fold(self, state: PersonState, exported: Mapping[str, Any],
+             watermark: int | None = None) -> tuple[PersonState, Outputs, int | None]:
+        """Folds an absorbed person's export into this (surviving) person, as if every retained event had
+        carried this person's id: history, consent and traits are united, the evidence is rebuilt from the
+        union and every tag is re-evaluated from the earliest absorbed event (not before the lateness
+        horizon) to the person's clock. Changes have cause `merge` and name the absorbed person (`from`);
+        those before the clock are corrections, as for a late event."""
+        run = _Run()
+        self._observe(state, watermark)
+        self._sync(state, run, None)
+        events = [Ev(*row) for row in exported["events"] if row[1] not in state.seen]
+        state.consent.absorb(exported["consent"])
+        state.traits.absorb(exported["traits"])
+        for ev in events:
+            state.remember(ev)
+        times = [ev.ts for ev in events]
+        times += [int(u[0]) for u in exported["consent"]["updates"]]
+        times += [int(u[0]) for ups in exported["traits"]["updates"].values() for u in ups]
+        first_seen = int(exported["first_seen"])
+        if first_seen < state.first_seen:
+            state.first_seen = first_seen
+            times.append(first_seen)
+        self._rebuild(state)
+        if times:
+            end = max(state.frontier, *times)
+            start = min(max(min(times), state.horizon(self.config.allowed_lateness_ms)), end)
+            run.cause, run.detail = "merge", {"from": str(exported["person_id"])}
+            run.clock = state.frontier
+            for name in sorted(self.catalog.segments):
+                for key in self._bindings(state, name, ALL):
+                    self._reconcile(state, run, name, key, start, end)
+            run.cause, run.detail = None, {}
+            self._advance_to(state, run, end)
+        self._evict(state)
+        return state, self._finish(state, run), self.next_wakeup(state)
 
     # ------------------------------------------------------------------ outputs and eviction
     def _expiry(self, inst: Instance) -> int | None:
@@ -610,3 +668,13 @@ class Engine:
 def _mark_all(affected: Affected, names: Iterable[str]) -> None:
     for name in names:
         affected[name] = ALL
+
+
+def export_person(state: PersonState) -> dict[str, Any]:
+    """What a merged-away person hands to the survivor (JSON-ready): its retained raw events, consent and
+    trait timelines, and the time it was first seen. Evidence is not exported: the survivor rebuilds it."""
+    events = [[ev.ts, ev.id, ev.type, dict(ev.props) or None, ev.channel, ev.source,
+               dict(ev.traits) if ev.traits else None, dict(ev.consent) if ev.consent else None]
+              for ev in state.retained()]
+    return {"person_id": state.person_id, "first_seen": state.first_seen, "events": events,
+            "consent": state.consent.export(), "traits": state.traits.export()}

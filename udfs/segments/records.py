@@ -123,9 +123,9 @@ def redis_update(person_id: str, fields: Mapping[str, Any], removed: list[str], 
     return RedisHashUpdate(redis_key(person_id, config), dict(fields), list(removed), version)
 
 
-def redis_delete(person_id: str, version: int, config: SegmentsConfig) -> RedisDelete:
-    """Erases a person's view."""
-    return RedisDelete(redis_key(person_id, config), version, erase=True)
+def redis_delete(person_id: str, version: int, config: SegmentsConfig, erase: bool = True) -> RedisDelete:
+    """Deletes a person's view (`erase`: privacy erasure, unconditional; else version-guarded)."""
+    return RedisDelete(redis_key(person_id, config), version, erase=erase)
 
 
 def dynamo_put(person_id: str, tag: str, segment: str, definition_version: str, params: Mapping[str, Any],

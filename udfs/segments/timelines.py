@@ -53,6 +53,16 @@ class ConsentTimeline:
             self.base = self.allowed(horizon - 1)
             del self._ts[:k], self._vals[:k]
 
+    def export(self) -> dict[str, Any]:
+        """JSON-ready form (a person merge hands it to the survivor)."""
+        return {"base": self.base, "updates": [[t, v] for t, v in zip(self._ts, self._vals, strict=True)]}
+
+    def absorb(self, doc: Mapping[str, Any]) -> None:
+        """Adds another person's consent (an `export`): its updates, and its base (deny wins)."""
+        self.base = self.base and bool(doc["base"])
+        for ts, allowed in doc["updates"]:
+            self.add(int(ts), bool(allowed))
+
 
 class TraitTimeline:
     """Profile traits at each event time: per trait, the value of the newest update at or before `t`.
@@ -106,6 +116,20 @@ class TraitTimeline:
             del updates[:k]
             if not updates:
                 del self._updates[name]
+
+    def export(self) -> dict[str, Any]:
+        """JSON-ready form (a person merge hands it to the survivor)."""
+        return {"base": dict(self._base),
+                "updates": {n: [[ts, eid, v.value] for ts, eid, v in ups] for n, ups in self._updates.items()}}
+
+    def absorb(self, doc: Mapping[str, Any]) -> None:
+        """Adds another person's traits (an `export`): its updates, and its base values where this person
+        has none."""
+        for name, value in doc["base"].items():
+            self._base.setdefault(name, value)
+        for name, updates in doc["updates"].items():
+            for ts, event_id, value in updates:
+                insort(self._updates.setdefault(name, []), (int(ts), str(event_id), _Value(value)))
 
 
 _TOP = "\U0010ffff"
