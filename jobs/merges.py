@@ -92,14 +92,17 @@ def keyed_messages(job: str, person_of: PersonOf, events: DataStream, merges: Da
     return key_by_first_field(messages, MESSAGE_TYPE)
 
 
-def add_merge_flags(parser: argparse.ArgumentParser, handoff_topic: str) -> None:
-    """Adds `--merges-topic` and `--handoff-topic` to a job's `topics` flag group (or a new one)."""
-    groups = [g for g in parser._action_groups if g.title == "topics"]
-    group = groups[0] if groups else parser.add_argument_group("topics")
-    group.add_argument("--merges-topic", default="person-merges",
-                       help="person merges of the identity job (default person-merges; '' disables)")
-    group.add_argument("--handoff-topic", default=handoff_topic,
-                       help=f"internal loop topic of person merges, read back by this job (default {handoff_topic})")
+def add_merge_flags(topics, handoff_topic: str) -> None:
+    """Adds `--merges-topic` and `--handoff-topic` to a job's `topics` flag group (an argparse group).
+
+    Args:
+        topics: the group (`parser.add_argument_group("topics")`).
+        handoff_topic: the job's loop topic (default of `--handoff-topic`).
+    """
+    topics.add_argument("--merges-topic", default="person-merges",
+                        help="person merges of the identity job (default person-merges; '' disables)")
+    topics.add_argument("--handoff-topic", default=handoff_topic,
+                        help=f"internal loop topic of person merges, read back by this job (default {handoff_topic})")
 
 
 def merge_sources(t_env, args: argparse.Namespace, props: dict[str, str]

@@ -436,7 +436,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="change events (default segment-changes)")
     topics.add_argument("--late-topic", default=SegmentTopics.late, help="too-late events (default events.late)")
     topics.add_argument("--group-id", default="tagstream-segments", help="Kafka consumer group")
-    add_merge_flags(parser, SegmentTopics.handoff)
+    add_merge_flags(topics, SegmentTopics.handoff)
     group = parser.add_argument_group("segments")
     group.add_argument("--lateness", type=runtime.parse_duration_ms, default=defaults.allowed_lateness_ms,
                        help="events up to this far behind the watermark are applied (corrections); older ones go "

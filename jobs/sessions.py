@@ -259,7 +259,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     topics.add_argument("--sessions-topic", default=SessionTopics.sessions, help="session records (default sessions)")
     topics.add_argument("--late-topic", default=SessionTopics.late, help="too-late events (default events.late)")
     topics.add_argument("--group-id", default="tagstream-sessions", help="Kafka consumer group")
-    add_merge_flags(parser, SessionTopics.handoff)
+    add_merge_flags(topics, SessionTopics.handoff)
     group = parser.add_argument_group("sessions")
     group.add_argument("--gap", type=runtime.parse_duration_ms, default=defaults.gap_ms,
                        help="inactivity gap that ends a session (default 30m)")

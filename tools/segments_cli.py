@@ -42,12 +42,17 @@ def published(bootstrap: str, topic: str, timeout_s: float = 30) -> dict[str, st
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
                              isolation_level="read_committed")
     latest: dict[str, str | None] = {}
+    deadline = time.monotonic() + timeout_s
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        # a topic created a moment ago may not be in the client's metadata yet: ask again until it is
+        while not (ids := consumer.partitions_for_topic(topic)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not ids:
+            raise SystemExit(f"topic {topic!r} not found at {bootstrap}")
+        partitions = [TopicPartition(topic, p) for p in sorted(ids)]
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
         ends = consumer.end_offsets(partitions)
-        deadline = time.monotonic() + timeout_s
         while any(consumer.position(tp) < ends[tp] for tp in partitions) and time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=500).values():
                 for record in records:

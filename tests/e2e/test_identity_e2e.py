@@ -12,7 +12,8 @@ import uuid
 import orjson
 import pytest
 
-from tools.flink_jobs import JOBS, cancel, last_exception, submit
+from tests.e2e.waiting import wait_for
+from tools.flink_jobs import JOBS, cancel, submit
 from tools.kafka_io import consume, private_topics, produce
 from udfs.identity.config import load_identity_config
 from udfs.identity.observe import identifier_key
@@ -29,16 +30,6 @@ def event(etype: str, ids: dict, channel: str, **extra) -> bytes:
     body = {"event_id": uuid.uuid4().hex, "type": etype, "ts": now, "ts_ms": now, "ids": ids,
             "channel": channel, "source": channel, **extra}
     return orjson.dumps(body)
-
-
-def wait_for(probe, what: str, job_id: str, ports, timeout_s: float = 120):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}; job: {last_exception(ports, job_id) or 'no exception'}")
 
 
 def test_anonymous_browsing_then_app_login_is_one_person_and_erase_removes_it(stack, stores):
@@ -66,7 +57,7 @@ def test_anonymous_browsing_then_app_login_is_one_person_and_erase_removes_it(st
                 [event("page_view", {"anonymous_id": anon}, "web", props={"url": "/"}) for _ in range(3)]
                 + [event("product_view", {"device_id": device}, "app", props={"product_id": "p-1"})])
         wait_for(lambda: person_of("anonymous_id", anon) and person_of("device_id", device),
-                 "both identifiers to get a person", job_id, stack.ports)
+                 "both identifiers to get a person", stack.ports, job_id)
         assert person_of("anonymous_id", anon) != person_of("device_id", device)
 
         produce(bootstrap, topics["events.valid"],
@@ -74,14 +65,14 @@ def test_anonymous_browsing_then_app_login_is_one_person_and_erase_removes_it(st
                        traits={"first_name": "Ada", "tier": "gold"})])
         person = wait_for(lambda: len({person_of("anonymous_id", anon), person_of("device_id", device),
                                        person_of("user_id", user)} - {None}) == 1 and person_of("user_id", user),
-                          "one person for all three identifiers", job_id, stack.ports)
+                          "one person for all three identifiers", stack.ports, job_id)
         merges = [orjson.loads(v) for v in consume(bootstrap, topics["person-merges"], 1)]
         assert any(m.get("survivor") == person or m.get("person_id") == person for m in merges), merges
         profile = wait_for(lambda: redis_store.get_hash(profile_key(config, person)), "the Redis profile",
-                           job_id, stack.ports)
+                           stack.ports, job_id)
         assert profile["person_id"] == person
         item = wait_for(lambda: dynamo.get_live("tagstream_profiles", {"person_id": person},
-                                                int(time.time() * 1000)), "the DynamoDB profile", job_id, stack.ports)
+                                                int(time.time() * 1000)), "the DynamoDB profile", stack.ports, job_id)
         assert item["person_id"] == person
         identified = [orjson.loads(v) for v in consume(bootstrap, topics["events.identified"], 5)]
         assert [e["person_id"] for e in identified if e["type"] == "login"] == [person]  # no order across partitions
@@ -89,10 +80,10 @@ def test_anonymous_browsing_then_app_login_is_one_person_and_erase_removes_it(st
         produce(bootstrap, topics["events.valid"], [event("erase", {"user_id": user}, "app")])
         wait_for(lambda: not any((person_of("anonymous_id", anon), person_of("device_id", device),
                                   person_of("user_id", user), redis_store.get_hash(profile_key(config, person)))),
-                 "the erase to remove aliases and profile from Redis", job_id, stack.ports)
+                 "the erase to remove aliases and profile from Redis", stack.ports, job_id)
         wait_for(lambda: dynamo.get_live("tagstream_profiles", {"person_id": person},
                                          int(time.time() * 1000)) is None,
-                 "the erase to remove the DynamoDB profile", job_id, stack.ports)
+                 "the erase to remove the DynamoDB profile", stack.ports, job_id)
         audits = consume(bootstrap, topics["erasures"], 1)
         assert audits and all(raw not in a.decode() for a in audits for raw in (anon, device, user, "Ada"))
     finally:
