@@ -11,14 +11,13 @@ sessions and tags.
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 
 import orjson
 import pytest
 
-from tests.e2e.test_segments_e2e import read_until
+from tests.e2e.segments_support import now_ms, read_until
 from tests.e2e.waiting import wait_for
 from tools import segments_cli
 from tools.flink_jobs import JOBS, cancel, operator_metrics, submit
@@ -40,10 +39,6 @@ params: [product_id]
 condition: {recent: {match: {type: product_view, props: {product_id: "{product_id}"}}, within: 30m}}
 """
 LIVE, RECENT = "tagstream:session:live:{person_id}", "tagstream:session:recent:{person_id}"
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def event(etype: str, ids: dict, channel: str, ts: int, **extra) -> bytes:
