@@ -25,6 +25,9 @@ class BenchConfig:
         knob_rate: offered load of each variant's step. variants: which variants (empty: all).
         checkpoint_s: checkpoint interval of the jobs.
         settle_s: most seconds to wait after a step for its probes (entries and exits).
+        baselines: run the twin and the naive consumer.
+        fresh_taskmanager: restart the TaskManager at the start and before the state phase (not in smoke
+            runs: the e2e stack's TaskManager runs other tests' jobs).
     """
 
     mode: str = "full"
@@ -42,6 +45,7 @@ class BenchConfig:
     checkpoint_s: float = 5.0
     settle_s: float = 10.0
     baselines: bool = True
+    fresh_taskmanager: bool = True
 
 
 MODES: dict[str, BenchConfig] = {
@@ -49,7 +53,8 @@ MODES: dict[str, BenchConfig] = {
     "quick": BenchConfig(mode="quick", steps=(250, 1000, 5000, 20000), step_s=15.0, saturation_s=15.0,
                          pool_events=20_000, state_persons=50_000, state_load_s=60.0),
     "smoke": BenchConfig(mode="smoke", steps=(100,), step_s=4.0, probe_rate=5.0, baseline_rate=100,
-                         saturation_s=3.0, pool_events=500, state_persons=300, state_load_s=30.0, settle_s=20.0),
+                         saturation_s=3.0, pool_events=500, state_persons=300, state_load_s=30.0, settle_s=20.0,
+                         fresh_taskmanager=False),
     "knobs": BenchConfig(mode="knobs", steps=(), knobs=True, step_s=25.0, pool_events=20_000, state_persons=0,
                          baselines=False),
 }

@@ -67,7 +67,8 @@ def fresh_taskmanager(stack) -> None:
 def prepare(stack, cfg: BenchConfig, run_dir: Path, log: Callable[[str], None] = print) -> Context:
     """Starts the stack with a fresh TaskManager and builds (or reuses) the template pool."""
     stack.up()
-    fresh_taskmanager(stack)
+    if cfg.fresh_taskmanager:
+        fresh_taskmanager(stack)
     log(f"templates: {cfg.pool_events} generator events")
     return Context(stack, cfg, run_dir, ensure_templates(run_dir.parent / "templates", cfg.pool_events), log)
 
@@ -236,7 +237,8 @@ def state_phase(ctx: Context) -> dict[str, Any]:
     restore time from the retained checkpoint."""
     cfg = ctx.cfg
     ctx.log(f"state scale: {cfg.state_persons} persons")
-    fresh_taskmanager(ctx.stack)
+    if cfg.fresh_taskmanager:
+        fresh_taskmanager(ctx.stack)
     run = f"{ctx.run}-state"
     dep = start_segments_only(ctx.stack, run, ctx.run_dir, checkpoint_s=10.0)
     out: dict[str, Any] = {"target_persons": cfg.state_persons, "fresh_submit_s": dep.started_s["segments"],
