@@ -133,12 +133,12 @@ class IngestEvents(ProcessFunction):
         self.events_in.inc()
         try:
             event = orjson.loads(value)
-            messages = ingest(event, self.settings)
+            # serialized here: an event nested close to orjson's depth limit cannot be wrapped into a message
+            messages = [msg.to_bytes().decode("utf-8") for msg in ingest(event, self.settings)]
         except (ValueError, KeyError, TypeError):  # events.valid holds contract events; count, never crash
             self.unreadable.inc()
             return
-        for msg in messages:
-            yield msg.to_bytes().decode("utf-8")
+        yield from messages
 
 
 def _ttl_state(name: str, ttl_ms: int) -> ValueStateDescriptor:
@@ -172,7 +172,7 @@ class IdentityStages(KeyedProcessFunction):
         self.counters = {name: group.counter(name) for name in (
             "identified", "links", "loop_messages", "kafka_outputs", "store_ops", *_KIND_METRICS.values())}
         self.work = StageGauges()
-        self.work.register(group)
+        self.levels = {name: runtime.Level(group.counter(name)) for name in self.work.values()}
 
     def _load(self, stage: str):
         raw = self.states[stage].value()
@@ -205,6 +205,8 @@ class IdentityStages(KeyedProcessFunction):
         size = self._store(msg.stage, state)
         if msg.stage == COMPONENT:
             self.work.observe(state, work_before, size)
+            for name, value in self.work.values().items():
+                self.levels[name].set(value)
         shipped = len(msg.body["slot"]["state"]["g"]["l"]) if msg.kind == "ship" and msg.body["slot"]["state"] else 0
         self.counters["links"].inc(max(_link_count(state) - links_before - shipped, 0))  # shipped links are not new
         for out in messages:

@@ -37,6 +37,36 @@ KAFKA_RECORD_TYPE = Types.ROW_NAMED(["topic", "key", "value"], [Types.STRING(), 
 TIMED_VALUE_TYPE = Types.ROW_NAMED(["value", "ts_ms"], [Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.LONG()])
 
 
+class Level:
+    """A metric that goes up and down (a gauge), exported as a Flink counter moved by the differences.
+
+    PyFlink's gauges call back into Python from Flink's metric-query thread; in thread mode (pemja) that
+    call is not made on a Python thread and crashed the TaskManager (SIGSEGV in `_PyEvalFramePushAndInit`
+    from `MetricGauge.getValue`, seen under the chaos harness's metric polling). A counter's value lives in
+    the JVM, so reading it is safe.
+
+    Args:
+        counter: the PyFlink counter (`metric_group.counter(name)`).
+    """
+
+    def __init__(self, counter) -> None:
+        self.counter = counter
+        self.value = 0
+
+    def set(self, value: int) -> None:
+        """Sets the level."""
+        delta = value - self.value
+        if delta > 0:
+            self.counter.inc(delta)
+        elif delta < 0:
+            self.counter.dec(-delta)
+        self.value = value
+
+    def add(self, delta: int) -> None:
+        """Moves the level by `delta`."""
+        self.set(self.value + delta)
+
+
 @dataclass(frozen=True)
 class RuntimeOptions:
     """Execution settings common to all jobs (flags of the same names).

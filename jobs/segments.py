@@ -162,8 +162,7 @@ class _Evaluate:
         self.clock: IdleClock | None = None
         group = runtime_context.get_metrics_group().add_group(runtime.METRIC_GROUP)
         self.counters = {name: group.counter(name) for name in (*COUNTERS, *NOTES)}
-        self.definitions = 0
-        group.gauge("definitions", lambda: self.definitions)
+        self.definitions = runtime.Level(group.counter("definitions"))  # a gauge (see runtime.Level)
 
     # ---- engine and definitions
     def _published(self, ctx) -> list[tuple[str, str]]:
@@ -188,7 +187,7 @@ class _Evaluate:
                         issue.message)
         self.engine = self.engine.with_catalog(catalog) if self.engine is not None else \
             Engine(catalog, self.config.segments)
-        self.definitions = len(catalog.segments) + len(catalog.placements)
+        self.definitions.set(len(catalog.segments) + len(catalog.placements))
         return [*issues, *compile_issues]
 
     # ---- keyed input and timers

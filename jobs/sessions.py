@@ -133,8 +133,7 @@ class Sessionize(KeyedProcessFunction):
         group = runtime_context.get_metrics_group().add_group(runtime.METRIC_GROUP)
         names = (*KIND_METRICS.values(), *NOTES, "events_in", "idle_closed", "late_too_late", "late_evicted")
         self.counters = {name: group.counter(name) for name in names}
-        self.open_count = 0
-        group.gauge("open_sessions", lambda: self.open_count)
+        self.open_count = runtime.Level(group.counter("open_sessions"))  # a gauge (see runtime.Level)
 
     def process_element(self, value, ctx):
         person, kind, body = value[0], value[1], value[2]
@@ -178,7 +177,7 @@ class Sessionize(KeyedProcessFunction):
 
     def _finish(self, ctx, person: str, old: Slot, result: SessionsResult):
         self.slot.update(slot_to_json(result.slot))
-        self.open_count += open_sessions(result.slot) - open_sessions(old)
+        self.open_count.add(open_sessions(result.slot) - open_sessions(old))
         topics = self.config.topics
         for emitted in result.outputs:
             for output in emitted.outputs:

@@ -74,7 +74,8 @@ def consume(bootstrap: str, topic: str, expected: int, timeout_s: float = 120, s
         expected: how many records (or distinct keys, with `key`) to wait for.
         timeout_s: give up waiting (and return what arrived) after this long.
         settle_s: keep reading this long after `expected` is reached, to catch extras.
-        key: counts distinct `key(value)` instead of records (duplicates then do not count).
+        key: counts distinct `key(value)` instead of records (duplicates then do not count; records it maps to
+            None, e.g. tombstones, not at all).
     """
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                              enable_auto_commit=False, group_id=None, isolation_level="read_committed",
@@ -89,6 +90,7 @@ def consume(bootstrap: str, topic: str, expected: int, timeout_s: float = 120, s
                 values.extend(r.value for r in records)
                 if key is not None:
                     seen.update(key(r.value) for r in records)
+                    seen.discard(None)
             if (len(seen) if key is not None else len(values)) >= expected:
                 settle_until = settle_until or time.monotonic() + settle_s
                 if time.monotonic() >= settle_until:

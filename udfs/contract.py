@@ -29,9 +29,11 @@ UNKNOWN_TYPE = "unknown_type"
 SCHEMA = "schema"
 BAD_TIMESTAMP = "bad_timestamp"
 TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
-# orjson serializes at most this many nested arrays/objects: an accepted event nested deeper could not be
-# written to `events.valid` (a poison pill that would fail the job on every restart), so it is a schema error.
-MAX_NESTING_DEPTH = 254
+# orjson serializes at most 255 nested arrays/objects: an accepted event nested deeper could not be written
+# to `events.valid` (a poison pill that would fail the job on every restart), so it is a schema error. The
+# limit leaves 15 levels for the envelopes downstream jobs wrap events in (the identity job's loop messages
+# add 3; a 254-deep event crash-looped it in the chaos corpus).
+MAX_NESTING_DEPTH = 240
 REASONS = (TOO_LARGE, NOT_UTF8, INVALID_JSON, NOT_AN_OBJECT, UNKNOWN_TYPE, SCHEMA, BAD_TIMESTAMP,
            TIMESTAMP_OUT_OF_RANGE)
 

@@ -190,3 +190,19 @@ def test_keyed_component_limit() -> None:
         assert refused and {r["reason"] for r in refused} == {"component_limit"}
         if seed is None:  # decided one message at a time, the limit is exact
             assert max(len(s.state.graph.first_seen) for s in cluster.live().values() if s.state) <= 6
+
+
+def test_the_deepest_event_the_contract_accepts_fits_in_every_message_and_output() -> None:
+    from udfs.contract import MAX_NESTING_DEPTH, nesting_depth
+
+    nested: Any = 1
+    for _ in range(MAX_NESTING_DEPTH - 2):
+        nested = [nested]
+    event = {"event_id": "deep", "type": "page_view", "ts": T0, "ids": {"anonymous_id": "a1"}, "props": {"x": nested}}
+    assert nesting_depth(event) == MAX_NESTING_DEPTH
+    cluster = Cluster(reference().settings)
+    cluster.send(event)  # Cluster serializes every message (to_bytes) as the loop topic does
+    cluster.run()
+    for out in cluster.outputs:  # and every output as the sinks do
+        orjson.dumps(out.as_dict())
+    assert any(isinstance(o, KafkaRecord) and o.value and o.value.get("event_id") == "deep" for o in cluster.outputs)

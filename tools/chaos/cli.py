@@ -6,7 +6,9 @@ import argparse
 import sys
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -15,17 +17,25 @@ from tools.chaos.suite import SUITES
 from tools.stack import Stack
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "bench" / "results"
+# The pipeline's change streams, summed in the table (each is compared by idempotency key in the report).
+CHANGE_OUTPUTS = ("person-merges", "profiles", "erasures", "sessions", "segment-changes")
 
 
 def table(outcomes: list[Outcome]) -> str:
     """The outcomes as a text table."""
-    rows: list[tuple[str, ...]] = [("scenario", "result", "time", "restarts", "valid (dup)", "dlq (dup)", "problems")]
+    rows: list[tuple[str, ...]] = [("scenario", "result", "time", "restarts", "valid (dup)", "dlq (dup)",
+                                    "changes (dup)", "stores", "problems")]
     for o in outcomes:
         cells = []
         for name in ("events.valid", "events.dlq"):
             out = o.outputs.get(name) or o.outputs.get(f"{name} (control)") or {}
             distinct = out.get("distinct", out.get("expected", "-"))
             cells.append(f"{distinct} ({out.get('duplicates', '-')})")
+        changes = [out for name, out in o.outputs.items() if name in CHANGE_OUTPUTS]
+        cells.append(f"{sum(c.get('distinct', c.get('expected', 0)) for c in changes)} "
+                     f"({sum(c.get('duplicates', 0) for c in changes)})" if changes else "-")
+        stores = o.outputs.get("stores") or {}
+        cells.append(str(stores.get("distinct", stores.get("expected", "-"))))
         rows.append((o.scenario, "PASS" if o.ok else "FAIL", f"{o.duration_s:.0f}s", str(o.restarts), *cells,
                      "; ".join(o.problems)[:80] or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -39,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="smaller input, one TaskManager kill, 5 s outages")
     parser.add_argument("--profile", default="test", help="stack profile (default test)")
-    parser.add_argument("--suite", choices=sorted(SUITES), default="ingest")
+    parser.add_argument("--suite", choices=sorted(SUITES), default="pipeline",
+                        help="pipeline: ingest -> identity -> sessions, segments with Redis and DynamoDB (default); "
+                             "ingest: the ingest job alone")
     parser.add_argument("--records", type=int, help="control stream length (default 4000, quick 1200)")
     parser.add_argument("--outage", type=float, help="Redis/DynamoDB outage seconds (default 30, quick 5)")
     parser.add_argument("--keep-stack", action="store_true", help="leave the stack running at the end")
@@ -51,21 +63,28 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack(args.profile)
     was_up = stack.healthy()
     started = time.time()
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"chaos-{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}.json"
+
+    def write(outcomes: list[Outcome], complete: bool) -> dict[str, Any]:
+        """Writes the report (after every scenario, so that an interrupted run leaves what it measured)."""
+        report = {"suite": args.suite, "profile": args.profile, "records": records, "outage_s": outage,
+                  "quick": args.quick, "started": started, "duration_s": time.time() - started,
+                  "complete": complete, "planned": ["baseline", *args.scenarios],
+                  "ok": complete and all(o.ok for o in outcomes), "scenarios": [asdict(o) for o in outcomes]}
+        path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        return report
+
     stack.up()
     try:
         items, truths = control_input(records)
         outcomes = run_scenarios(stack, SUITES[args.suite], args.scenarios, items, truths, faults,
-                                 corpus_scale=50 if args.quick else 100,
+                                 corpus_scale=50 if args.quick else 100, on_outcome=partial(write, complete=False),
                                  chunks=6 if args.quick else 10, pause_s=1.0 if args.quick else 2.0)
     finally:
         if not (was_up or args.keep_stack):
             stack.down()
-    report = {"suite": args.suite, "profile": args.profile, "records": records, "outage_s": outage,
-              "quick": args.quick, "started": started, "duration_s": time.time() - started,
-              "ok": all(o.ok for o in outcomes), "scenarios": [asdict(o) for o in outcomes]}
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"chaos-{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}.json"
-    path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    report = write(outcomes, True)
     print(table(outcomes))
     print(f"report: {path} ({report['duration_s']:.0f} s)")
     return 0 if report["ok"] else 1

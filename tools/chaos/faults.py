@@ -6,6 +6,8 @@ keeps the input flowing while it can, and returns once the suite's jobs run agai
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from dataclasses import dataclass
 
@@ -35,9 +37,17 @@ class KillTaskManager:
         wait_job(ctx)
 
 
+# Services whose data lives only in memory (the local Redis runs without persistence): their outage is a
+# frozen process (SIGSTOP, then SIGCONT), unreachable but keeping its data, like a production Redis with
+# persistence or replicas; a restart would wipe what the jobs wrote before it.
+FROZEN_IN_OUTAGE = ("redis",)
+
+
 @dataclass(frozen=True)
 class ServiceOutage:
-    """A service (redis, dynamodb) stopped for `duration_s`, input still arriving, then started again.
+    """A service (redis, dynamodb) unavailable for `duration_s`, input still arriving, then back.
+
+    DynamoDB Local (on disk) is stopped and started again; Redis is frozen (:data:`FROZEN_IN_OUTAGE`).
 
     Attributes:
         service: a tools.stack service name.
@@ -55,13 +65,22 @@ class ServiceOutage:
         return f"{self.service} down {self.duration_s:g}s"
 
     def inject(self, ctx: RunContext) -> None:
-        """Stops the service, feeds input for `duration_s`, starts it, waits for the jobs."""
-        ctx.stack.stop_service(self.service)
-        end = time.monotonic() + self.duration_s
-        while time.monotonic() < end:
-            ctx.feed()
-            time.sleep(min(2.0, max(0.0, end - time.monotonic())))
-        ctx.stack.start_service(self.service)
+        """Takes the service down, feeds input for `duration_s`, brings it back, waits for the jobs."""
+        frozen = ctx.stack.services[self.service].pid() if self.service in FROZEN_IN_OUTAGE else None
+        if frozen is not None:
+            os.kill(frozen, signal.SIGSTOP)
+        else:
+            ctx.stack.stop_service(self.service)
+        try:
+            end = time.monotonic() + self.duration_s
+            while time.monotonic() < end:
+                ctx.feed()
+                time.sleep(min(2.0, max(0.0, end - time.monotonic())))
+        finally:
+            if frozen is not None:
+                os.kill(frozen, signal.SIGCONT)
+            else:
+                ctx.stack.start_service(self.service)
         wait_job(ctx)
 
 

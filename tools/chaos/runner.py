@@ -1,8 +1,9 @@
 """One run of a job suite on a local stack: private topics, the jobs, the recorded input, maybe a fault.
 
-A run is prepared (topics created, jobs submitted: slow, so several runs can be prepared in parallel)
-and then executed: the input is produced in chunks with a pause between them; the fault is injected
-after the chunks its `points` name; then the outputs are read until every expected key arrived.
+A run is prepared (topics created, stores namespaced, jobs submitted: slow, so several runs can be prepared
+in parallel) and then executed: the input is produced in chunks with a pause between them; the fault is
+injected after the chunks its `points` name; then the outputs are read until every expected key arrived
+(outputs without an expectation once the jobs are idle), and the stores are read once they settle.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from tools.chaos.compare import Counters, OutputIndex, index
-from tools.chaos.suite import Suite, Topics
+from tools.chaos.stores import StoreNamespace, StoreSnapshot, allocate, release, settled_snapshot
+from tools.chaos.suite import Suite, SuiteJob, Topics
 from tools.flink_jobs import cancel, num_restarts, operator_metrics, submit, wait_running
 from tools.kafka_io import consume, delete_topics, private_topics, produce
 from tools.stack import Stack
@@ -47,6 +50,7 @@ class RunContext:
         log: progress lines.
         events: what happened, with seconds since the start (for the report).
         workdir: where savepoints go.
+        namespace: the run's stores (None: the suite writes none).
     """
 
     stack: Stack
@@ -59,6 +63,7 @@ class RunContext:
     events: list[str] = field(default_factory=list)
     workdir: Path = Path(".")
     started: float = field(default_factory=time.monotonic)
+    namespace: StoreNamespace | None = None
 
     def note(self, text: str) -> None:
         """Logs and records an event."""
@@ -73,8 +78,7 @@ class RunContext:
 
     def resubmit(self, flink_options: list[list[str]]) -> None:
         """Submits the suite's jobs again with `flink run` options per job (e.g. a savepoint), replacing `job_ids`."""
-        self.job_ids = [submit(self.stack, job.spec, [*job.flags(self.topics), *_CHECKPOINTS], options, reuse=False)
-                        for job, options in zip(self.suite.jobs, flink_options, strict=True)]
+        self.job_ids = submit_all(self.stack, self.suite.jobs, self.topics, self.namespace, flink_options)
 
     def settled_counters(self, stable_s: float = 12, timeout_s: float = 120) -> list[tuple[str, Counters]]:
         """The jobs' counters once they balance and stayed unchanged for `stable_s` (REST metrics lag ~10 s)."""
@@ -119,6 +123,7 @@ class RunResult:
         positions: (partition, offset) of every input item, in input order.
         events: what happened when.
         duration_s: wall time of the execution (after preparation).
+        stores: the run's Redis and DynamoDB contents at the end (None: the suite writes no store).
     """
 
     outputs: dict[str, OutputIndex]
@@ -127,9 +132,34 @@ class RunResult:
     positions: list[tuple[int, int]]
     events: list[str]
     duration_s: float
+    stores: StoreSnapshot | None = None
 
 
 _CHECKPOINTS = ["--checkpoint-interval", "2s"]
+
+
+def job_flags(stack: Stack, job: SuiteJob, topics: Topics, namespace: StoreNamespace | None) -> list[str]:
+    """A suite job's flags for one run: its private topics, checkpoints, and its private stores."""
+    stores = namespace.flags(stack) if job.stores and namespace is not None else []
+    return [*job.flags(topics), *_CHECKPOINTS, *stores]
+
+
+def submit_all(stack: Stack, jobs: tuple[SuiteJob, ...], topics: Topics, namespace: StoreNamespace | None,
+               flink_options: list[list[str]] | None = None) -> list[str]:
+    """Submits a run's jobs side by side (`flink run -py` spends most of its time starting up); returns their ids
+    in suite order."""
+    options = flink_options or [[] for _ in jobs]
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        futures = [pool.submit(submit, stack, job.spec, job_flags(stack, job, topics, namespace), opts, False)
+                   for job, opts in zip(jobs, options, strict=True)]
+    failed = [e for f in futures if (e := f.exception()) is not None]
+    if failed:  # leave nothing running
+        for f in futures:
+            if f.exception() is None:
+                with contextlib.suppress(Exception):
+                    cancel(stack.ports, f.result())
+        raise failed[0]
+    return [f.result() for f in futures]
 
 
 class Run:
@@ -148,25 +178,40 @@ class Run:
         self.workdir = workdir or stack.run_dir / "chaos"
         self.topics: Topics = {}
         self.job_ids: list[str] = []
+        self.namespace: StoreNamespace | None = None
 
     def prepare(self) -> Run:
-        """Creates the run's private topics and submits its jobs."""
+        """Creates the run's private topics (and stores), runs the suite's setup, submits its jobs."""
         self.topics = private_topics(self.stack.ports.bootstrap, *self.suite.topics, partitions=PARTITIONS)
-        self.job_ids = [submit(self.stack, job.spec, [*job.flags(self.topics), *_CHECKPOINTS], reuse=False)
-                        for job in self.suite.jobs]
+        try:
+            if self.suite.setup is not None:
+                self.suite.setup(self.stack.ports.bootstrap, self.topics)
+            if self.suite.stores:
+                self.namespace = allocate(self.stack)
+            self.job_ids = submit_all(self.stack, self.suite.jobs, self.topics, self.namespace)
+        except BaseException:
+            self.cleanup()
+            raise
         return self
 
+    def cleanup(self) -> None:
+        """Cancels the run's jobs (by id), deletes its topics and stores."""
+        self._cleanup(self.job_ids)
+
     def execute(self, items: list[Item], expected: dict[str, int], fault: Fault | None = None, chunks: int = 6,
-                pause_s: float = 1.5, timeout_s: float = 300) -> RunResult:
-        """Produces the input (injecting the fault), reads the outputs, stops the jobs, deletes the topics.
+                pause_s: float = 1.5, timeout_s: float = 300, stores: StoreSnapshot | None = None) -> RunResult:
+        """Produces the input (injecting the fault), reads the outputs and stores, stops the jobs, deletes the
+        topics and stores.
 
         Args:
             items: the input records, in order.
-            expected: distinct keys per output to wait for.
+            expected: distinct keys per output to wait for; outputs not named are read once the jobs are idle
+                (their counters settled).
             fault: the fault to inject (None: a clean run).
             chunks: the input is produced in this many chunks...
             pause_s: ...with this pause after each.
             timeout_s: the longest wait for the outputs after the last chunk.
+            stores: the store contents to wait for (the clean run's), if any.
         """
         if not self.job_ids:
             self.prepare()
@@ -184,7 +229,7 @@ class Run:
                                          timestamps=[i.timestamp_ms for i in chunk]))
 
         ctx = RunContext(self.stack, self.suite, self.topics, self.job_ids, [], feed, self.log,
-                         workdir=self.workdir)
+                         workdir=self.workdir, namespace=self.namespace)
         restarts_before = self._restarts(ctx.job_ids)
         n = len(pending)
         at = sorted({min(n - 1, max(1, round(p * n))) for p in fault.points}) if fault else []
@@ -199,19 +244,32 @@ class Run:
                 else:
                     time.sleep(pause_s)
             ctx.note("input produced")
-            outputs = {out.topic: self._read(out.topic, out.normalize, expected.get(out.topic, 0), timeout_s)
+            if any(out.topic not in expected for out in self.suite.outputs):
+                ctx.settled_counters(timeout_s=timeout_s)
+                ctx.note("jobs idle")
+            deadline = time.monotonic() + timeout_s  # one wait for all outputs (each gets at least 10 s)
+            outputs = {out.topic: self._read(out.topic, out.normalize, expected.get(out.topic, 0),
+                                             max(deadline - time.monotonic(), 10.0))
                        for out in self.suite.outputs}
             ctx.note("outputs read")
+            snap = settled_snapshot(self.stack, self.namespace, stores) if self.namespace is not None else None
+            if snap is not None:
+                ctx.note(f"stores read ({len(snap.entries)} entries)")
             segments = ctx.segments + ctx.settled_counters()
             restarts = self._restarts(ctx.job_ids) - (restarts_before if ctx.job_ids == self.job_ids else 0)
-            return RunResult(outputs, segments, restarts, positions, ctx.events, time.monotonic() - ctx.started)
+            return RunResult(outputs, segments, restarts, positions, ctx.events, time.monotonic() - ctx.started,
+                             snap)
         finally:
             self._cleanup(ctx.job_ids)
 
-    def _read(self, topic: str, normalize: Callable[[bytes, Topics], tuple[str, object]], expected: int,
+    def _read(self, topic: str, normalize: Callable[[bytes, Topics], tuple[str, object] | None], expected: int,
               timeout_s: float) -> OutputIndex:
+        def key(value: bytes) -> str | None:
+            found = normalize(value, self.topics)
+            return found[0] if found else None
+
         values = consume(self.stack.ports.bootstrap, self.topics[topic], expected, timeout_s=timeout_s,
-                         settle_s=5, key=lambda v: normalize(v, self.topics)[0])
+                         settle_s=5, key=key)
         return index(values, lambda v: normalize(v, self.topics))
 
     def _restarts(self, job_ids: list[str]) -> int:
@@ -223,6 +281,8 @@ class Run:
                 cancel(self.stack.ports, jid)
         if self.topics:
             delete_topics(self.stack.ports.bootstrap, list(self.topics.values()))
+        if self.namespace is not None:
+            release(self.stack, self.namespace)
 
 
 def wait_job(ctx: RunContext, timeout_s: float = 300) -> None:

@@ -24,6 +24,7 @@ from tools.chaos import compare
 from tools.chaos.corpus import DUPLICATE, VALID, Case, hostile_corpus
 from tools.chaos.faults import KillTaskManager, RescaleFromSavepoint, RestartKafka, ServiceOutage
 from tools.chaos.runner import PARTITIONS, Fault, Item, Run, RunResult
+from tools.chaos.stores import comparable
 from tools.chaos.suite import Suite
 from tools.generate import GeneratorConfig, Record, generate, take
 from tools.stack import Stack
@@ -99,7 +100,12 @@ class Harness:
         """Prepares `count` runs (topics and jobs) in parallel."""
         runs = [Run(self.stack, self.suite, self.log) for _ in range(count)]
         with ThreadPoolExecutor(max_workers=min(count, 3) or 1) as pool:
-            list(pool.map(Run.prepare, runs))
+            futures = [pool.submit(run.prepare) for run in runs]
+        failed = [e for f in futures if (e := f.exception()) is not None]
+        if failed:  # a run that failed cleaned itself up; the others are not used
+            for run in runs:
+                run.cleanup()
+            raise failed[0]
         return runs
 
     def baseline(self, run: Run | None = None) -> RunResult:
@@ -120,10 +126,13 @@ class Harness:
         expected = self.suite.expected(self.truths)
         problems = [f"{name}: {len(base.outputs[name].records)} distinct keys, ground truth {want}"
                     for name, want in expected.items() if len(base.outputs[name].records) != want]
-        problems += compare.metric_problems(base.segments, base.segments, False, self.suite.balance)
+        problems += compare.metric_problems(base.segments, base.segments, False, self.suite.balance,
+                                            across=self.suite.across)
         if base.restarts:
             problems.append(f"the clean run restarted {base.restarts} times")
         outputs = {n: {"distinct": len(o.records), "duplicates": o.duplicates} for n, o in base.outputs.items()}
+        if base.stores is not None:
+            outputs["stores"] = {"distinct": len(base.stores.entries), "duplicates": 0}
         return Outcome("baseline", not problems, base.duration_s, base.restarts, outputs,
                        compare.totals(base.segments), problems, base.events)
 
@@ -133,11 +142,14 @@ class Harness:
         self.log(f"{name}: run with {fault.name}")
         expected = {n: len(o.records) for n, o in base.outputs.items()}
         got = (run or Run(self.stack, self.suite, self.log)).execute(
-            self.items, expected, fault, self.chunks, self.pause_s, self.timeout_s)
+            self.items, expected, fault, self.chunks, self.pause_s, self.timeout_s, base.stores)
         diffs = [compare.diff_outputs(n, base.outputs[n], got.outputs[n]) for n in base.outputs]
+        if base.stores is not None and got.stores is not None:
+            diffs.append(compare.diff_outputs("stores", *comparable(base.stores, got.stores)))
         problems = [f"{d.output}: lost {len(d.lost)}, unexpected {len(d.unexpected)}, changed {len(d.changed)}, "
                     f"conflicting {len(d.conflicts)}" for d in diffs if not d.ok]
-        problems += compare.metric_problems(base.segments, got.segments, got.restarts > 0, self.suite.balance)
+        problems += compare.metric_problems(base.segments, got.segments, got.restarts > 0, self.suite.balance,
+                                            self.suite.compared_metric, self.suite.across, self.suite.bounded_metric)
         return Outcome(name, not problems, got.duration_s, got.restarts, {d.output: d.summary() for d in diffs},
                        compare.totals(got.segments), problems, got.events)
 
@@ -214,16 +226,18 @@ def _expectation(i: int, case: Case, position: tuple[int, int]) -> compare.Expec
 
 def run_scenarios(stack: Stack, suite: Suite, names: list[str], items: list[Item], truths: list[dict[str, Any]],
                   faults: dict[str, Fault], corpus_scale: int = 100, log: Callable[[str], None] = print,
+                  on_outcome: Callable[[list[Outcome]], object] = lambda done: None,
                   **harness_options: Any) -> list[Outcome]:
     """Runs the baseline and the named scenarios; returns their outcomes (baseline first).
 
-    Runs are prepared in parallel first; the baseline and the corpus (both without a fault) then run side
-    by side, the fault scenarios one after the other.
+    The baseline and the corpus runs (both without a fault) are prepared in parallel and run side by side;
+    then the fault scenarios run one after the other, each prepared when the previous one is cleaned up (a
+    run of the pipeline suite holds four jobs: the TaskManager's slots hold two runs at a time).
     """
     harness = Harness(stack, suite, items, truths, log, **harness_options)
     with_corpus = CORPUS in names
     fault_names = [n for n in names if n != CORPUS]
-    runs = harness.prepare(1 + int(with_corpus) + len(fault_names))
+    runs = harness.prepare(1 + int(with_corpus))
     outcomes: list[Outcome] = []
     with ThreadPoolExecutor(max_workers=2) as pool:
         baseline_run, corpus_run = runs.pop(0), runs.pop(0) if with_corpus else None
@@ -239,8 +253,10 @@ def run_scenarios(stack: Stack, suite: Suite, names: list[str], items: list[Item
         outcomes.append(base.result())
         if with_corpus:
             outcomes.append(corpus.result())
-    for name, run in zip(fault_names, runs, strict=True):
-        outcomes.append(_guarded(name, partial(harness.run_fault, name, faults[name], run)))
+    on_outcome(outcomes)
+    for name in fault_names:
+        outcomes.append(_guarded(name, partial(harness.run_fault, name, faults[name])))
+        on_outcome(outcomes)
     return outcomes
 
 

@@ -1,7 +1,9 @@
-"""The job suite a chaos scenario runs: jobs (tools.flink_jobs JobSpecs), their topics, output readers.
+"""The job suites a chaos scenario runs: jobs (tools.flink_jobs JobSpecs), their topics, output readers.
 
-A suite is data: extend `SUITES` with the sessions, identity and segments jobs as they land (their
-topics, flags and output readers with an idempotency key each); the scenarios need no change.
+A suite is data: its jobs with the flags that point them at a run's private topics (and private stores),
+and the outputs compared between runs, each read with its idempotency key. `ingest` is the ingest job
+alone; `pipeline` is the whole suite of tools.flink_jobs.JOBS (ingest -> identity -> sessions, segments)
+with Redis and DynamoDB (tools/chaos/stores.py).
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ class SuiteJob:
     Attributes:
         spec: the deployable job.
         flags: extra job flags for the run's topics (and its consumer group).
+        stores: the job writes Redis and DynamoDB (each run gives it its own; tools/chaos/stores.py).
     """
 
     spec: JobSpec
     flags: Callable[[Topics], list[str]]
+    stores: bool = False
 
 
 @dataclass(frozen=True)
@@ -39,11 +43,12 @@ class OutputReader:
     Attributes:
         topic: the logical topic name.
         normalize: (raw value, the run's topics) -> (idempotency key, content); removes what legitimately
-            differs between runs (wall-clock stamps, private topic names).
+            differs between runs (wall-clock stamps, private topic names). Records it returns None for
+            (tombstones) are not compared.
     """
 
     topic: str
-    normalize: Callable[[bytes, Topics], Normalized]
+    normalize: Callable[[bytes, Topics], Normalized | None]
 
 
 @dataclass(frozen=True)
@@ -56,8 +61,15 @@ class Suite:
         topics: every logical topic the suite uses (private copies are made per run).
         jobs: the jobs, submitted in order.
         outputs: the outputs compared between runs.
-        balance: problems with one job instance's counters (empty when they reconcile).
-        expected: distinct keys per output for the input's ground truth (how long to wait for a clean run).
+        balance: problems with one job instance's counters (empty when they reconcile; the counters of
+            every job of the suite are given, so a check must only look at its own names).
+        expected: distinct keys per output for the input's ground truth (how long to wait for a clean run);
+            outputs it does not name are read once the clean run's jobs are idle.
+        setup: prepares a run's private topics before its jobs start (e.g. segment definitions).
+        compared_metric: which `<job>.<counter>` totals must equal the clean run's (see
+            `compare.metric_problems`); all by default.
+        across: checks between the jobs' counter totals (`<job>.<counter>`) of a run without restarts.
+        bounded_metric: which totals stay at most the clean run's after a restart (None: `compared_metric`).
     """
 
     name: str
@@ -67,6 +79,15 @@ class Suite:
     outputs: tuple[OutputReader, ...]
     balance: Callable[[Counters], list[str]]
     expected: Callable[[list[dict[str, Any]]], dict[str, int]]
+    setup: Callable[[str, Topics], None] | None = None
+    compared_metric: Callable[[str], bool] = lambda name: True
+    across: Callable[[Counters], list[str]] = lambda totals: []
+    bounded_metric: Callable[[str], bool] | None = None
+
+    @property
+    def stores(self) -> bool:
+        """Whether a job of the suite writes Redis and DynamoDB."""
+        return any(job.stores for job in self.jobs)
 
 
 def _job(key: str) -> JobSpec:
@@ -90,7 +111,9 @@ def _dead_letter(raw: bytes, topics: Topics) -> Normalized:
 
 
 def _ingest_balance(c: Counters) -> list[str]:
-    problems = []
+    problems: list[str] = []
+    if "records_in" not in c:
+        return problems  # another job's counters
     if c.get("records_in", 0) != c.get("valid", 0) + c.get("duplicates", 0) + c.get("dead_lettered", 0):
         problems.append(f"records_in {c.get('records_in')} != valid {c.get('valid')} + duplicates "
                         f"{c.get('duplicates')} + dead_lettered {c.get('dead_lettered')}")
@@ -116,4 +139,97 @@ INGEST = Suite(
     expected=_ingest_expected,
 )
 
-SUITES: dict[str, Suite] = {INGEST.name: INGEST}
+def _by_key(field: str) -> Callable[[bytes | None, Topics], Normalized | None]:
+    """Reader of JSON change records whose idempotency key is the field `field` (tombstones skipped)."""
+    def normalize(raw: bytes | None, topics: Topics) -> Normalized | None:
+        if raw is None:
+            return None
+        record = orjson.loads(raw)
+        return str(record[field]), record
+    return normalize
+
+
+def _profile_change(raw: bytes | None, topics: Topics) -> Normalized | None:
+    """A `profiles` change record: one per (person, event that changed it); its version orders writes within
+    a run (it depends on the order the keyed stages saw messages), so it is not compared."""
+    if raw is None:
+        return None
+    record = orjson.loads(raw)
+    record.pop("version", None)
+    return f"{record['person_id']}:{record['event_id']}", record
+
+
+def _session_change(raw: bytes | None, topics: Topics) -> Normalized | None:
+    """A `sessions` record compared by (session, kind): `update` records (one per event, superseded by the
+    close) are left out, and the version (which counts changes, so it depends on how a restart interleaved
+    the input partitions) is not compared; the open, close and correction contents are."""
+    if raw is None:
+        return None
+    record = orjson.loads(raw)
+    if record.get("kind") == "update":
+        return None
+    content = {k: v for k, v in record.items() if k not in ("key", "version")}
+    return f"{record.get('person_id')}:{record.get('session_id')}:{record.get('kind')}", content
+
+
+def _pipeline_balance(c: Counters) -> list[str]:
+    problems = _ingest_balance(c)
+    if "events_in" in c and c.get("unreadable_events", 0):
+        problems.append(f"identity: {c['unreadable_events']} unreadable events on events.valid")
+    return problems
+
+
+def _pipeline_across(t: Counters) -> list[str]:
+    """The identity job read every valid event exactly once (without restarts, at-least-once adds no copy)."""
+    if t.get("identity.events_in") != t.get("ingest.valid"):
+        return [f"identity.events_in {t.get('identity.events_in')} != ingest.valid {t.get('ingest.valid')}"]
+    return []
+
+
+def _pipeline_setup(bootstrap: str, topics: Topics) -> None:
+    """Publishes the example segment definitions to the run's (new, empty) definitions topic."""
+    from tools.segments_cli import plan, publish
+    from udfs.segments.definitions import EXAMPLES_DIR
+
+    publish(bootstrap, topics["segment-definitions"], plan({}, sorted(EXAMPLES_DIR.glob("*.yaml")), prune=False))
+
+
+# Event time moves only with the input in chaos runs (--no-idle-clock): the idle clock follows the wall
+# clock, which differs between the clean and the faulted run.
+PIPELINE = Suite(
+    name="pipeline",
+    input_topic="events",
+    topics=("events", "events.valid", "events.dlq", "identity-loop", "events.identified", "person-merges",
+            "profiles", "erasures", "sessions", "sessions.handoff", "events.late", "segment-changes",
+            "segment-definitions"),
+    jobs=(
+        INGEST.jobs[0],
+        SuiteJob(_job("identity"), lambda t: [
+            "--input-topic", t["events.valid"], "--loop-topic", t["identity-loop"],
+            "--topic", f"identified={t['events.identified']}", "--topic", f"merges={t['person-merges']}",
+            "--topic", f"review={t['person-merges']}", "--topic", f"profiles={t['profiles']}",
+            "--topic", f"erasures={t['erasures']}", "--group-id", t["events.valid"] + ".identity"], stores=True),
+        SuiteJob(_job("sessions"), lambda t: [
+            "--events-topic", t["events.identified"], "--merges-topic", t["person-merges"],
+            "--sessions-topic", t["sessions"], "--late-topic", t["events.late"],
+            "--handoff-topic", t["sessions.handoff"], "--group-id", t["events.valid"] + ".sessions",
+            "--no-idle-clock"], stores=True),
+        SuiteJob(_job("segments"), lambda t: [
+            "--input-topic", t["events.identified"], "--definitions-topic", t["segment-definitions"],
+            "--changes-topic", t["segment-changes"], "--late-topic", t["events.late"],
+            "--group-id", t["events.valid"] + ".segments", "--no-idle-clock"], stores=True),
+    ),
+    outputs=(*INGEST.outputs, OutputReader("person-merges", _by_key("idempotency_key")),
+             OutputReader("profiles", _profile_change), OutputReader("erasures", _by_key("idempotency_key")),
+             OutputReader("sessions", _session_change), OutputReader("segment-changes", _by_key("key"))),
+    balance=_pipeline_balance,
+    expected=_ingest_expected,
+    setup=_pipeline_setup,
+    # Counters that do not depend on the order the jobs saw their input (the identity job's loop messages,
+    # merges on the way and store outcomes do; sessions and segments count corrections and timers).
+    compared_metric=lambda name: name.startswith("ingest.") or name in ("identity.events_in", "identity.identified"),
+    across=_pipeline_across,
+    bounded_metric=lambda name: name.startswith("ingest."),  # the others also count at-least-once copies
+)
+
+SUITES: dict[str, Suite] = {INGEST.name: INGEST, PIPELINE.name: PIPELINE}

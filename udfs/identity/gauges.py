@@ -1,7 +1,8 @@
 """Gauges of the identity job's component stage: pending work and component sizes (pure, no pyflink).
 
 The Flink wrapper (`jobs/identity.py`) feeds every handled component message to :meth:`StageGauges.observe`
-and registers the fields as gauges of the operator metric group `tagstream`.
+and exports the fields as levels (`jobs.runtime.Level`: counters moved up and down, since Python gauges
+crash thread mode) of the operator metric group `tagstream`.
 """
 
 from __future__ import annotations
@@ -36,10 +37,9 @@ class StageGauges:
     component_links_max: int = 0
     component_state_bytes_max: int = 0
 
-    def register(self, group: Any) -> None:
-        """Registers every field as a gauge of a (PyFlink) metric group."""
-        for f in fields(self):
-            group.gauge(f.name, lambda name=f.name: getattr(self, name))
+    def values(self) -> dict[str, int]:
+        """Every gauge by name."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def observe(self, slot: Any, work_before: tuple[int, int], state_bytes: int) -> None:
         """Accounts one handled component message: the change of its pending work, its sizes."""
