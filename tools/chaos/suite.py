@@ -201,7 +201,7 @@ PIPELINE = Suite(
     input_topic="events",
     topics=("events", "events.valid", "events.dlq", "identity-loop", "events.identified", "person-merges",
             "profiles", "erasures", "sessions", "sessions.handoff", "events.late", "segment-changes",
-            "segment-definitions"),
+            "segment-definitions", "segments.handoff"),
     jobs=(
         INGEST.jobs[0],
         SuiteJob(_job("identity"), lambda t: [
@@ -217,6 +217,7 @@ PIPELINE = Suite(
         SuiteJob(_job("segments"), lambda t: [
             "--input-topic", t["events.identified"], "--definitions-topic", t["segment-definitions"],
             "--changes-topic", t["segment-changes"], "--late-topic", t["events.late"],
+            "--merges-topic", t["person-merges"], "--handoff-topic", t["segments.handoff"],
             "--group-id", t["events.valid"] + ".segments", "--no-idle-clock"], stores=True),
     ),
     outputs=(*INGEST.outputs, OutputReader("person-merges", _by_key("idempotency_key")),
