@@ -18,7 +18,7 @@ from tools.kafka_io import private_topics
 from udfs.segments.definitions import EXAMPLES_DIR
 
 TAGSTREAM_TOPICS = ("events.valid", "identity-loop", "events.identified", "person-merges", "profiles", "erasures",
-                    "segment-changes", "events.late")
+                    "segment-changes", "events.late", "segments.handoff")
 IDENTITY_ROLES = {"identified": "events.identified", "merges": "person-merges", "review": "person-merges",
                   "profiles": "profiles", "erasures": "erasures"}
 TWIN = JobSpec("twin", "tagstream-bench-twin", "tools/bench/twin_job.py", lambda p: ["--bootstrap", p.bootstrap])
@@ -146,6 +146,7 @@ def segments_flags(topics: dict[str, str], run: str, checkpoint_s: float, knob: 
     """Flags of the segments job on a run's topics (reading the identity job's events.identified)."""
     return ["--input-topic", topics["events.identified"], "--definitions-topic", topics["segment-definitions"],
             "--changes-topic", topics["segment-changes"], "--late-topic", topics["events.late"],
+            "--merges-topic", topics["person-merges"], "--handoff-topic", topics["segments.handoff"],
             "--group-id", f"bench-segments-{run}", "--out-of-orderness", "500ms", "--idle-timeout", "1s",
             "--checkpoint-interval", f"{int(checkpoint_s * 1000)}ms", *knob.job_flags, *knob.stores]
 
@@ -184,7 +185,8 @@ def start_segments_only(stack, run: str, run_dir: Path, checkpoint_s: float = 10
     bootstrap = stack.ports.bootstrap
     fresh = topics is None
     if topics is None:
-        topics = private_topics(bootstrap, "events.identified", "segment-changes", "events.late", partitions=4)
+        topics = private_topics(bootstrap, "events.identified", "segment-changes", "events.late", "person-merges",
+                                "segments.handoff", partitions=4)
         topics.update(private_topics(bootstrap, "segment-definitions", partitions=1))
         publish_definitions(bootstrap, topics["segment-definitions"], run_dir)
     group = f"bench-segments-{run}"
