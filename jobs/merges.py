@@ -109,12 +109,12 @@ def merge_sources(t_env, args: argparse.Namespace, props: dict[str, str]
                   ) -> tuple[DataStream | None, DataStream]:
     """The Kafka sources of `--merges-topic` (None when '') and `--handoff-topic`.
 
-    Both are control topics: their watermarks follow their own records (merges: their `ts`; handoffs: the
-    Kafka record time) and go idle when silent, so they never hold event time back.
+    Both are control topics whose watermarks follow their records' `ts` (a merge's time; a handoff's merge
+    or event time, never ahead of the job's own watermark when it was written) and go idle when silent.
     """
     def source(topic: str, event_time: runtime.EventTime, name: str) -> DataStream:
         return runtime.kafka_event_source(t_env, args.bootstrap, topic, args.group_id, event_time, props, name)
 
     idle = args.idle_timeout
     merges = source(args.merges_topic, runtime.EventTime("ts", 0, idle), "merges") if args.merges_topic else None
-    return merges, source(args.handoff_topic, runtime.EventTime(None, 0, idle), "handoffs")
+    return merges, source(args.handoff_topic, runtime.EventTime("ts", 0, idle), "handoffs")

@@ -20,13 +20,16 @@ merge's `ts`, not when the record arrives: by then every event of the absorbed p
 (within the watermark's out-of-orderness) has been placed, whatever the partitions, topics and
 parallelism the records took. Held merges are part of the slot (`Pointer.pending`) and set the wakeup.
 
-**Handoff.** The absorbed key emits `{"kind": "handoff", "type": "state", "from", "to", "id", "hops",
-"state"}` (`state`: the core's export, JSON) keyed by the survivor, starts over with an empty core state
-and from then on forwards its events as handoffs of type `event` (events still keyed by the old id, e.g. in
-flight when the identity job merged, or late). A forwarding person forwards handoffs too (chains of
-merges), at most `max_hops` times (merge cycles). Handoff ids are remembered (`Pointer.folded`), so a
-redelivered handoff is folded once. A `survive` message newer than a pointer removes it (re-keys that swap
-two persons do not loop); merge records older than the latest one applied to a person are stale.
+**Handoff.** The absorbed key emits `{"kind": "handoff", "type": "state", "from", "to", "id", "hops", "ts",
+"state"}` (`state`: the core's export, JSON; `ts`: the merge's time) keyed by the survivor, starts over with
+an empty core state and from then on forwards its events as handoffs of type `event` (`ts`: the event's
+time; events still keyed by the old id, e.g. in flight when the identity job merged, or late). The loop
+topic's event time is that `ts`, never the Kafka record time: a handoff written at wall-clock time while
+the events are behind (a backlog, a replay) would move the operator's watermark ahead of them. A
+forwarding person forwards handoffs too (chains of merges), at most `max_hops` times (merge cycles).
+Handoff ids are remembered (`Pointer.folded`), so a redelivered handoff is folded once. A `survive`
+message newer than a pointer removes it (re-keys that swap two persons do not loop); merge records older
+than the latest one applied to a person are stale.
 
 Only records of kind `merge` move anything: `split` (a later link changed an earlier decision),
 `refused` (merge protection) and `review` (probabilistic candidates below the threshold) are not merges.
@@ -76,6 +79,15 @@ def merge_id(record: Mapping[str, Any]) -> str:
         return key
     parts = (record.get("absorbed"), record.get("survivor"), record.get("event_id"), record.get("ts"))
     return hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=16).hexdigest()
+
+
+def event_ts(event: Mapping[str, Any]) -> int | None:
+    """An event's time in epoch ms (`ts_ms`, else an integer `ts`), None when it has none."""
+    for name in ("ts_ms", "ts"):
+        ts = event.get(name)
+        if isinstance(ts, int) and not isinstance(ts, bool):
+            return ts
+    return None
 
 
 def record_ts(record: Mapping[str, Any]) -> int:
@@ -207,7 +219,7 @@ class MergeDriver(Generic[S, O]):
         """Places an event, or forwards it when this person was merged away."""
         if slot.merge.survivor is not None:
             record = {"kind": HANDOFF, "type": EVENT, "from": self.core.person_of(slot.state),
-                      "to": slot.merge.survivor, "hops": 1, "event": dict(event)}
+                      "to": slot.merge.survivor, "hops": 1, "ts": event_ts(event), "event": dict(event)}
             return self._unchanged(slot, [(slot.merge.survivor, record)], FORWARDED)
         state, out = self.core.on_event(slot.state, event, watermark)
         return self._result(replace(slot, state=state), [out])
@@ -284,7 +296,7 @@ class MergeDriver(Generic[S, O]):
         handoffs = []
         if exported is not None:
             handoffs.append((survivor, {"kind": HANDOFF, "type": "state", "from": me, "to": survivor,
-                                        "id": merge_id(record), "hops": 0, "state": exported}))
+                                        "id": merge_id(record), "hops": 0, "ts": ts, "state": exported}))
         return Slot(state, replace(ptr, survivor=survivor, merged_at=ts)), handoffs, MERGED_AWAY, [out]
 
     def _result(self, slot: Slot[S], outputs: list[O], *notes: str) -> Result[S, O]:

@@ -28,6 +28,7 @@ from udfs.stores.dynamo_store import DynamoConfig, DynamoStore
 from udfs.stores.guard import ApplyResult, ReferenceStore
 from udfs.stores.ops import (
     DynamoDelete,
+    DynamoErasePartition,
     DynamoPut,
     RedisDelete,
     RedisHash,
@@ -278,3 +279,15 @@ def test_redis_outage_raises_after_the_retry_budget_and_recovers(stack: Stack, r
         stack.start_service("redis")
     assert rstore.apply([RedisSet(key, "after", 3)]) == ApplyResult(applied=1)  # reconnects, reloads the script
     assert rstore.get(key) == "after"
+
+
+def test_dynamodb_partition_erasure_removes_a_whole_history(dstore: DynamoStore) -> None:
+    table, now = "tagstream_sessions", now_ms()
+    person, other = f"p-erase-{uuid.uuid4().hex}", f"p-keep-{uuid.uuid4().hex}"
+    puts = [DynamoPut(table, {"person_id": p, "session_key": f"{i:013d}#s"}, {"n": i}, 2, now + 600_000)
+            for p in (person, other) for i in range(3)]
+    assert dstore.apply(puts) == ApplyResult(applied=6)
+    assert dstore.apply([DynamoErasePartition(table, person, 5)]) == ApplyResult(deleted=1)
+    assert dstore.query_live(table, person, now_ms()) == []
+    assert len(dstore.query_live(table, other, now_ms())) == 3
+    assert dstore.apply([puts[0]]) == ApplyResult(skipped=1)  # a replayed older write stays erased

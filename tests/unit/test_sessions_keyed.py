@@ -11,10 +11,10 @@ from udfs.persons import person_id_of
 from udfs.sessions.config import MINUTE_MS, SessionConfig
 from udfs.sessions.keyed import KeyedSessions, Slot, open_sessions, slot_from_json, slot_to_json
 from udfs.sessions.model import PersonState
-from udfs.sessions.records import session_key
 from udfs.sessions.reference import final_sessions, make_event
 from udfs.sessions.sessionizer import session_id
 from udfs.stores.keys import build_key
+from udfs.stores.ops import DynamoErasePartition
 
 GAP = 30 * MINUTE_MS
 LOGIC = KeyedSessions(SessionConfig(gap_ms=GAP), max_hops=3)
@@ -144,12 +144,13 @@ def test_erase_deletes_the_sessions_everywhere_and_starts_over():
     out = LOGIC.on_event(slot, erase, GAP + 10 * MINUTE_MS)
     assert out.slot.state.sessions == () and out.slot.state.recent == () and out.wakeup is None
     deleted = ops(out)
-    assert all(op.op == "delete" and op.erase for op in deleted)
+    assert all(op.erase for op in deleted)
     assert {op.key for op in deleted if op.kind == "redis"} == {
         build_key("tagstream:session:live:{person_id}", person_id=A),
         build_key("tagstream:session:recent:{person_id}", person_id=A)}
-    assert [op.key["session_key"] for op in deleted if op.kind == "dynamodb"] == \
-        [session_key(0, session_id(A, 0))]
+    # the whole DynamoDB history, not only the sessions the state still knows
+    assert [op for op in deleted if op.kind == "dynamodb"] == [
+        DynamoErasePartition("tagstream_sessions", A, slot.state.seq + 1)]
     # forwarded to the survivor when the erased identifier's person was absorbed
     gone = merged_away(fed(A, 0), merge(A, B, 100)).slot
     assert LOGIC.on_event(gone, erase, 0).handoffs[0][0] == B

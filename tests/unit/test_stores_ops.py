@@ -25,6 +25,7 @@ from udfs.stores.guard import ApplyResult, Outcome, ReferenceStore, decide
 from udfs.stores.keys import build_key, key_part
 from udfs.stores.ops import (
     DynamoDelete,
+    DynamoErasePartition,
     DynamoPut,
     RedisDelete,
     RedisHash,
@@ -97,6 +98,7 @@ op_strategy = st.one_of(
     st.builds(DynamoPut, st.just(T), st.just(K), st.dictionaries(st.sampled_from("abc"), st.floats(0, 9)),
               st.integers(0, 99), st.none() | st.integers(0, 2**45)),
     st.builds(DynamoDelete, st.just(T), st.just(K), st.integers(0, 99), st.booleans()),
+    st.builds(DynamoErasePartition, st.just(T), st.text(min_size=1), st.integers(0, 99)),
 )
 
 
@@ -250,3 +252,18 @@ def test_build_makes_the_ops_a_scenario_names() -> None:
     assert op == build(spec, "ns", NOW)
     assert isinstance(op, DynamoPut) and op.expires_at_ms == NOW - 60_000
     assert op.key == {"person_id": "ns", "tag": "t0"}
+
+
+def test_partition_erasure_erases_every_item_of_the_partition_and_only_those() -> None:
+    table = "tagstream_sessions"
+    puts = [DynamoPut(table, {"person_id": p, "session_key": k}, {}, 3) for p, k in (("p-1", "a"), ("p-1", "b"),
+                                                                                      ("p-2", "a"))]
+    store = ReferenceStore()
+    store.apply(puts, NOW)
+    erase = DynamoErasePartition(table, "p-1", 4)
+    assert erase.erase and store.apply([erase], NOW) == ApplyResult(deleted=1)
+    assert [store.live(p.ident) is None for p in puts] == [True, True, False]
+    assert store.apply([puts[0]], NOW) == ApplyResult(skipped=1)  # a replayed older write stays erased
+    assert store.apply([DynamoPut(table, dict(puts[0].key), {}, 5)], NOW) == ApplyResult(applied=1)  # a new life
+    with pytest.raises(ValueError):
+        DynamoErasePartition(table, "", 1)

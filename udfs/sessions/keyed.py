@@ -20,10 +20,10 @@ from udfs.merges import HANDOFF, MERGE, SURVIVE, MergeDriver, Pointer, Result, S
 from udfs.sessions.aggregate import event_time
 from udfs.sessions.config import SessionConfig
 from udfs.sessions.model import MIN_WATERMARK, PersonState
-from udfs.sessions.records import LATE, Output, dynamo_writes, redis_live, redis_recent, session_key
+from udfs.sessions.records import LATE, Output, dynamo_writes, redis_live, redis_recent
 from udfs.sessions.sessionizer import Sessionizer, Step
 from udfs.stores.keys import build_key
-from udfs.stores.ops import DynamoDelete, RedisDelete
+from udfs.stores.ops import DynamoErasePartition, RedisDelete
 
 __all__ = ["HANDOFF", "MERGE", "SURVIVE", "Emitted", "KeyedSessions", "SessionsCore", "Slot", "open_sessions",
            "route_merge", "slot_from_json", "slot_to_json"]
@@ -75,16 +75,14 @@ class SessionsCore:
         return self._stepped(self.sessionizer.merge_person(state, absorbed, _wm(watermark)))
 
     def erase(self, state: PersonState, event: Mapping[str, Any]) -> tuple[PersonState, Emitted]:
-        """An `erase` event: every session the person has in state, in Redis (live, recent) and in DynamoDB
-        (retained closed sessions and the `recent` ones) is deleted unconditionally; the state restarts
-        empty (keeping its watermark and version counter, and the erase's id as seen)."""
+        """An `erase` event: the person's sessions are deleted unconditionally from Redis (live and recent
+        keys) and DynamoDB (the whole history: a partition erasure, since the state knows only the latest
+        sessions); the state restarts empty (keeping its watermark and version counter, and the erase's id as
+        seen)."""
         cfg, seq = self.config, state.seq + 1
         ops: list[Any] = [RedisDelete(build_key(k, person_id=state.person_id), seq, erase=True)
                           for k in (cfg.redis_live_key, cfg.redis_recent_key)]
-        keys = {(s.start, s.session_id) for s in state.sessions if s.closed}
-        keys |= {(r["start_ms"], r["session_id"]) for r in state.recent}
-        ops += [DynamoDelete(cfg.dynamodb_table, {"person_id": state.person_id, "session_key": session_key(*k)},
-                             seq, erase=True) for k in sorted(keys)]
+        ops.append(DynamoErasePartition(cfg.dynamodb_table, state.person_id, seq))
         seen = {str(event["event_id"]): event_time(event)}
         fresh = PersonState(state.person_id, seen=seen, watermark=state.watermark, seq=seq)
         return fresh, Emitted([], ops)

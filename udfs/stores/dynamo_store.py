@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
@@ -41,7 +41,16 @@ from udfs.stores.dynamo_codec import (
     to_attributes,
 )
 from udfs.stores.guard import ApplyResult, Outcome
-from udfs.stores.ops import DYNAMO_OPS, DynamoDelete, DynamoOp, DynamoPut, expires_at_s, group_by_ident
+from udfs.stores.ops import (
+    DYNAMO_OPS,
+    DynamoDelete,
+    DynamoErasePartition,
+    DynamoOp,
+    DynamoPut,
+    expires_at_s,
+    group_by_ident,
+    table_key,
+)
 from udfs.stores.retry import RetryPolicy, StoreError, StoreUnavailable, call_with_retry
 from udfs.topology import TABLES, Table
 
@@ -205,6 +214,11 @@ class DynamoStore:
         return [self._apply_one(client, op) for op in group]
 
     def _apply_one(self, client: Any, op: DynamoOp) -> Outcome:
+        if isinstance(op, DynamoErasePartition):  # every item of the partition, as single erasures
+            for item in self._items(op.table, op.hash_value):
+                if not item.get(TOMBSTONE_ATTR):
+                    self._apply_one(client, DynamoDelete(op.table, table_key(op.table, item), op.version, True))
+            return Outcome.DELETED
         table = self.config.table(op.table)
         now_ms = self._clock_ms()
         outcome = Outcome.DELETED
@@ -244,15 +258,18 @@ class DynamoStore:
 
     def query_live(self, table: str, hash_value: str, now_ms: int) -> list[dict[str, Any]]:
         """The live items under one hash key, in sort-key order (e.g. a person's sessions)."""
+        return [i for i in self._items(table, hash_value) if is_live(i, now_ms)]
+
+    def _items(self, table: str, hash_value: str) -> Iterator[dict[str, Any]]:
+        """Every stored item under one hash key (tombstones and expired ones included), in sort-key order."""
         spec = self.config.table(table)
         request: dict[str, Any] = {
             "TableName": spec.name, "KeyConditionExpression": "#pk = :pk", "ConsistentRead": True,
             "ExpressionAttributeNames": {"#pk": spec.hash_key},
             "ExpressionAttributeValues": {":pk": {"S": hash_value}}}
-        items: list[dict[str, Any]] = []
         while True:
             page = self._call(partial(self.client.query, **request), f"Query {spec.name}")
-            items += [i for i in map(from_attributes, page.get("Items", [])) if is_live(i, now_ms)]
+            yield from map(from_attributes, page.get("Items", []))
             if "LastEvaluatedKey" not in page:
-                return items
+                return
             request["ExclusiveStartKey"] = page["LastEvaluatedKey"]

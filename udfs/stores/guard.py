@@ -27,6 +27,7 @@ from typing import Any
 from udfs.stores.ops import (
     VALUE_FIELD,
     DynamoDelete,
+    DynamoErasePartition,
     DynamoPut,
     RedisDelete,
     RedisHash,
@@ -47,7 +48,7 @@ class Outcome(enum.Enum):
 
 def decide(stored_version: int | None, op: StoreOp, now_ms: int) -> Outcome:
     """The outcome of `op` on a key holding `stored_version` (value or tombstone; None: nothing)."""
-    if isinstance(op, RedisDelete | DynamoDelete) and op.erase:
+    if isinstance(op, DynamoErasePartition) or (isinstance(op, RedisDelete | DynamoDelete) and op.erase):
         return Outcome.DELETED
     if stored_version is not None and op.version <= stored_version:
         return Outcome.SKIPPED
@@ -128,6 +129,11 @@ class ReferenceStore:
         """Applies ops in order."""
         outcomes = []
         for op in ops:
+            if isinstance(op, DynamoErasePartition):
+                for ident in [i for i, e in self.entries.items() if op.covers(i) and e.data is not None]:
+                    self.entries[ident] = Entry(op.version, None)
+                outcomes.append(Outcome.DELETED)
+                continue
             entry = self.entries.get(op.ident)
             outcome = decide(entry.version if entry else None, op, now_ms)
             if outcome is Outcome.APPLIED:

@@ -7,7 +7,8 @@
 | :class:`RedisHashUpdate` | Redis | set some hash fields and remove others, keeping the rest |
 | :class:`RedisDelete` | Redis | remove the key, keep a short-lived tombstone |
 | :class:`DynamoPut` | DynamoDB | replace the item (conditional write) |
-| :class:`DynamoDelete` | DynamoDB | remove the item, keep a short-lived tombstone item |
+| :class:`DynamoDelete` | DynamoDB | remove the item, keep a short-lived tombstone |
+| :class:`DynamoErasePartition` | DynamoDB | privacy erasure of every item under one hash key |
 
 Every op carries `version`: the event-time version (or per-key monotone counter) of the state it writes.
 Writers skip an op whose version is not above the stored one, so replays and reordering never regress
@@ -302,11 +303,60 @@ class DynamoDelete:
                 "version": self.version, "erase": self.erase}
 
 
+@dataclass(frozen=True)
+class DynamoErasePartition:
+    """Privacy erasure of every item under one hash key (e.g. a person's whole session history, most of
+    which the writer no longer knows item by item).
+
+    The store reads the partition and erases each item it holds as a :class:`DynamoDelete` with
+    `erase=True` would (unconditional, tombstone with this version). Items written after it are new lives.
+
+    Attributes:
+        table: table name (one of `udfs.topology.TABLES`, with a range key).
+        hash_value: the hash key value (e.g. the person id).
+        version: version of the tombstones.
+    """
+
+    kind: ClassVar[str] = "dynamodb"
+    op: ClassVar[str] = "erase_partition"
+    erase: ClassVar[bool] = True
+    table: str
+    hash_value: str
+    version: int
+
+    def __post_init__(self) -> None:
+        _check_item_key(self.table, {"hash": self.hash_value})
+        _check_version(self.version)
+
+    @property
+    def ident(self) -> tuple[str, ...]:
+        """What it is ordered by: the table's partition."""
+        return ("dynamodb-partition", self.table, self.hash_value)
+
+    def covers(self, ident: tuple[str, ...]) -> bool:
+        """Whether an item op's `ident` names an item of this partition."""
+        hash_part = f"{hash_key_of(self.table)}={self.hash_value}"
+        return ident[:2] == ("dynamodb", self.table) and hash_part in ident[2:]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (inverse: :func:`op_from_dict`)."""
+        return {"kind": self.kind, "op": self.op, "table": self.table, "hash_value": self.hash_value,
+                "version": self.version}
+
+
 RedisOp = RedisSet | RedisHash | RedisHashUpdate | RedisDelete
-DynamoOp = DynamoPut | DynamoDelete
+DynamoOp = DynamoPut | DynamoDelete | DynamoErasePartition
 StoreOp = RedisOp | DynamoOp
 REDIS_OPS = (RedisSet, RedisHash, RedisHashUpdate, RedisDelete)
-DYNAMO_OPS = (DynamoPut, DynamoDelete)
+DYNAMO_OPS = (DynamoPut, DynamoDelete, DynamoErasePartition)
+
+
+def hash_key_of(table: str) -> str:
+    """The hash key attribute of a registered table (`udfs.topology.TABLES`)."""
+    for t in TABLES:
+        if t.name == table:
+            return t.hash_key
+    raise KeyError(f"no table {table!r} in udfs.topology.TABLES")
 
 
 def table_key(table: str, item: Mapping[str, Any]) -> dict[str, str]:
@@ -343,6 +393,8 @@ def op_from_dict(data: Mapping[str, Any]) -> StoreOp:
     table = data["table"]
     if op == "delete":
         return DynamoDelete(table, dict(data["key"]), data["version"], bool(data.get("erase", False)))
+    if op == "erase_partition":
+        return DynamoErasePartition(table, str(data["hash_value"]), data["version"])
     if op != "put":
         raise ValueError(f"unknown DynamoDB op {op!r}")
     item = dict(data["item"])
