@@ -237,7 +237,9 @@ def identity_snapshot(stack: Stack, job_id: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Runs the demo (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="demo", description=__doc__)
-    parser.add_argument("--rate", type=int, default=200, help="generator events per second (default 200)")
+    parser.add_argument("--rate", type=int, default=20,
+                        help="generator events per second (default 20: what the whole suite keeps up with on a "
+                             "2-core machine; see README Benchmark)")
     parser.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
     parser.add_argument("--tail-seconds", type=float, default=20, help="how long to show the live tail")
     parser.add_argument("--stop-generator", action="store_true",
