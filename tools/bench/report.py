@@ -142,6 +142,14 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
         ["| " + " | ".join(_fmt(c) if not isinstance(c, str) else c for c in row) + " |" for row in rows]
 
 
+def _load_note(meta: dict[str, Any]) -> str:
+    """A warning when other work shared the cores (1-minute load above the core count at either end)."""
+    loads = [meta["load_average_start"][0], meta["load_average_end"][0]]
+    if max(loads) <= meta["machine"]["cores"]:
+        return ""
+    return " (other work shared the cores: treat the figures as a lower bound)"
+
+
 def readme_section(result: dict[str, Any], json_name: str, plots: list[str], knobs: dict[str, Any] | None,
                    knobs_name: str | None) -> str:
     """The README's "Benchmark" section (between markers) for a result (and the latest knobs result)."""
@@ -149,8 +157,8 @@ def readme_section(result: dict[str, Any], json_name: str, plots: list[str], kno
     lines = [README_START, "", f"Latest run: `bench/results/{json_name}` ({meta['started']} UTC, "
              f"`{meta['command']}`, {meta['wall_s'] / 60:.1f} min) on {meta['machine']['cpu']} "
              f"({meta['machine']['cores']} cores, {meta['machine']['memory_gb']} GB), load average "
-             f"{meta['load_average_start']} at the start and {meta['load_average_end']} at the end "
-             "(other engineers' stacks and tests shared the cores: treat the figures as a lower bound).", ""]
+             f"{meta['load_average_start']} at the start and {meta['load_average_end']} at the end"
+             f"{_load_note(meta)}.", ""]
     lines += ["**Targets** (issue 6):", ""]
     lines += _table(["target", "goal", "measured", "met"],
                     [[t["target"], t["goal"], _fmt(t["measured"]), "yes" if t["met"] else "**no**"]
