@@ -64,6 +64,20 @@ steps = st.lists(st.tuples(st.sampled_from(["input", "observe", "now"]), st.inte
                            st.integers(-5_000, 20_000)), min_size=1, max_size=40)
 
 
+def replay(ops: list[tuple[str, int, int]]) -> tuple[IdleClock, int, int]:
+    """A clock fed `ops` (reads count as observations); returns it with the final wall time and watermark."""
+    clock = IdleClock(IDLE, T0)
+    wall, watermark = T0, E0
+    for op, dt, dwm in ops:
+        wall += dt
+        watermark += abs(dwm)
+        if op == "input":
+            clock.on_input(watermark, wall)
+        else:
+            clock.observe(watermark, wall)
+    return clock, wall, watermark
+
+
 @given(steps)
 def test_effective_time_is_the_watermark_unless_idle_and_never_below_it(ops):
     clock = IdleClock(IDLE, T0)
@@ -85,15 +99,7 @@ def test_effective_time_is_the_watermark_unless_idle_and_never_below_it(ops):
 
 @given(steps, st.lists(st.integers(1, 5 * IDLE), min_size=1, max_size=10))
 def test_while_idle_time_moves_forward_with_the_wall_clock(ops, silences):
-    clock = IdleClock(IDLE, T0)
-    wall, watermark = T0, E0
-    for op, dt, dwm in ops:
-        wall += dt
-        watermark += abs(dwm)
-        if op == "input":
-            clock.on_input(watermark, wall)
-        else:
-            clock.observe(watermark, wall)
+    clock, wall, watermark = replay(ops)
     wall += IDLE  # silence: idle from here on, the watermark stalls
     previous = clock.now(watermark, wall)
     for silence in silences:
@@ -105,15 +111,7 @@ def test_while_idle_time_moves_forward_with_the_wall_clock(ops, silences):
 
 @given(steps, st.integers(-10_000, 500_000))
 def test_wall_time_for_is_exactly_when_the_time_is_reached(ops, ahead):
-    clock = IdleClock(IDLE, T0)
-    wall, watermark = T0, E0
-    for op, dt, dwm in ops:
-        wall += dt
-        watermark += abs(dwm)
-        if op == "input":
-            clock.on_input(watermark, wall)
-        else:
-            clock.observe(watermark, wall)
+    clock, wall, watermark = replay(ops)
     target = watermark + ahead
     due = clock.wall_time_for(target)
     assert due is not None
