@@ -60,11 +60,14 @@ class FirstByKey(KeyedProcessFunction):
 
 
 class ApplyStoreOps(ProcessFunction):
-    """Executes store ops (JSON of `udfs.stores.ops`) against Redis and DynamoDB, one element at a time.
+    """Executes store ops against Redis and DynamoDB, one element at a time.
 
-    Each element's ops are written synchronously, so everything received before a checkpoint barrier is
-    stored before the barrier passes (PyFlink gives Python functions no pre-barrier hook to flush a batch).
-    Writes are version-guarded, so a replay after a restart is harmless. Nothing is emitted.
+    An element is the JSON of one op (`udfs.stores.ops`) or a JSON array of ops (e.g. everything one
+    evaluation writes): an array's Redis ops go in one pipelined round trip (`RedisStore.apply` batches), its
+    DynamoDB ops in one `DynamoStore.apply` call. Each element is written synchronously, so everything
+    received before a checkpoint barrier is stored before the barrier passes (PyFlink gives Python functions no
+    pre-barrier hook to flush a batch). Writes are version-guarded, so a replay after a restart is harmless.
+    Nothing is emitted.
 
     Args:
         options: where to write (`jobs.runtime.StoreOptions`); Redis ops are dropped without a Redis URL.
@@ -90,17 +93,16 @@ class ApplyStoreOps(ProcessFunction):
                 store.close()
 
     def process_element(self, value, ctx):
-        import orjson
+        from udfs.stores.ops import ops_from_json, split_by_store
 
-        from udfs.stores.ops import REDIS_OPS, op_from_dict
-
-        op = op_from_dict(orjson.loads(value))
-        store = self.redis if isinstance(op, REDIS_OPS) else self.dynamo
-        if store is None:
-            return
-        result = store.apply([op])
-        for name, counter in self.counters.items():
-            counter.inc(getattr(result, name))
+        redis_ops, dynamo_ops = split_by_store(ops_from_json(value))
+        for store, ops in ((self.redis, redis_ops), (self.dynamo, dynamo_ops)):
+            if store is None or not ops:
+                continue
+            result = store.apply(ops)
+            for name, counter in self.counters.items():
+                if count := getattr(result, name):
+                    counter.inc(count)
         yield from ()
 
 

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 
@@ -247,6 +248,68 @@ def test_delete_then_replayed_older_write_stays_deleted(rstore: RedisStore, dsto
     rstore.apply([RedisSet(rkey, "p-2", 7)])  # a genuinely newer write is a new life of the key
     dstore.apply([DynamoPut("tagstream_profiles", dkey, {"a": 2}, 7)])
     assert rstore.get(rkey) == "p-2" and dstore.get_live("tagstream_profiles", dkey, now)["a"] == 2  # type: ignore[index]
+
+
+# --- the jobs' store writer (jobs.operators.ApplyStoreOps) ---------------------------------------------------
+
+class _Counter:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def inc(self, n: int = 1) -> None:
+        self.count += n
+
+
+class _Context:
+    """The part of a Flink RuntimeContext the store writer uses: its metric group."""
+
+    def __init__(self) -> None:
+        self.counters: dict[str, _Counter] = {}
+
+    def get_metrics_group(self) -> _Context:
+        return self
+
+    def add_group(self, name: str) -> _Context:
+        return self
+
+    def counter(self, name: str) -> _Counter:
+        return self.counters.setdefault(name, _Counter())
+
+
+def test_store_writer_applies_single_ops_and_arrays_with_one_apply_per_store(stack: Stack, dstore: DynamoStore,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs.operators import ApplyStoreOps
+    from jobs.runtime import StoreOptions
+    from udfs.stores.ops import ops_to_json
+
+    ns, now = uuid.uuid4().hex, now_ms()
+    writer, context = ApplyStoreOps(StoreOptions(redis_url=f"redis://127.0.0.1:{stack.ports.redis}/0",
+                                                 dynamodb_endpoint=f"http://127.0.0.1:{stack.ports.dynamodb}",
+                                                 dynamodb_region="us-east-1")), _Context()
+    writer.open(context)
+    calls: list[tuple[str, int]] = []
+    for name in ("redis", "dynamo"):
+        store = getattr(writer, name)
+        monkeypatch.setattr(store, "apply", lambda ops, _apply=store.apply, _name=name:
+                            calls.append((_name, len(ops))) or _apply(ops))
+    key = {"person_id": f"p-writer-{ns}", "tag": "t"}
+    try:
+        assert list(writer.process_element(orjson.dumps(RedisSet(f"writer:{ns}:single", "x", 1).as_dict()), None)) == []
+        batch = [RedisSet(f"writer:{ns}:a", {"n": 1}, 2), DynamoPut(TABLE, key, {"w": 1}, 2),
+                 RedisHashUpdate(f"writer:{ns}:b", {"f": "y"}, [], 3), RedisSet(f"writer:{ns}:a", {"n": 0}, 1),
+                 DynamoDelete(TABLE, key, 1)]
+        assert list(writer.process_element(ops_to_json(batch), None)) == []
+        assert list(writer.process_element("[]", None)) == []
+        assert calls == [("redis", 1), ("redis", 3), ("dynamo", 2)]
+        counts = {name: c.count for name, c in context.counters.items()}
+        assert counts == {"store_applied": 4, "store_skipped": 2, "store_deleted": 0, "store_expired": 0}
+        reader = RedisStore(RedisConfig(url=f"redis://127.0.0.1:{stack.ports.redis}/0"))
+        assert reader.get(f"writer:{ns}:single") == "x" and reader.get(f"writer:{ns}:a") == '{"n":1}'
+        assert reader.get_hash(f"writer:{ns}:b") == {"f": "y"}
+        reader.close()
+        assert dstore.get_live(TABLE, key, now)["w"] == 1  # type: ignore[index]
+    finally:
+        writer.close()
 
 
 # --- volume -----------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -35,6 +36,9 @@ from udfs.stores.ops import (
     expires_at_s,
     group_by_ident,
     op_from_dict,
+    ops_from_json,
+    ops_to_json,
+    split_by_store,
 )
 
 NOW = 1_800_000_000_000
@@ -105,6 +109,32 @@ op_strategy = st.one_of(
 @given(op_strategy)
 def test_json_form_round_trips(op: object) -> None:
     assert op_from_dict(op.as_dict()) == op  # type: ignore[attr-defined]
+
+
+def _json_encodable(op: object) -> bool:
+    try:
+        orjson.dumps(op.as_dict())  # type: ignore[attr-defined]
+    except TypeError:  # integers beyond 64 bits: no op of a job carries one
+        return False
+    return True
+
+
+json_ops = op_strategy.filter(_json_encodable)
+
+
+@given(st.lists(json_ops, max_size=8))
+def test_a_batch_round_trips_as_one_json_array_and_splits_by_store_in_order(ops: list) -> None:
+    text = ops_to_json(ops)
+    assert text.startswith("[")
+    assert ops_from_json(text) == ops
+    redis, dynamo = split_by_store(ops)
+    assert redis == [op for op in ops if op.kind == "redis"]
+    assert dynamo == [op for op in ops if op.kind == "dynamodb"]
+
+
+@given(json_ops)
+def test_a_single_op_object_still_parses_as_a_batch_of_one(op: object) -> None:
+    assert ops_from_json(orjson.dumps(op.as_dict())) == [op]  # type: ignore[attr-defined]
 
 
 def test_plain_dict_shapes_of_the_segments_core_parse() -> None:

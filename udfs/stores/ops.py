@@ -23,6 +23,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
+import orjson
+
 from udfs.topology import TABLES
 
 MAX_VERSION = 2**53 - 1
@@ -403,6 +405,33 @@ def op_from_dict(data: Mapping[str, Any]) -> StoreOp:
         expires = int(item["expires_at"]) * 1000
     key = dict(data.get("key") or table_key(table, item))
     return DynamoPut(table, key, item, data.get("version", item.get("version")), expires)
+
+
+def ops_from_json(text: str | bytes) -> list[StoreOp]:
+    """Parses what a store writer receives: one op (a JSON object) or a batch of ops (a JSON array).
+
+    Raises:
+        ValueError / KeyError / TypeError: not JSON, or not the JSON of store ops.
+    """
+    data = orjson.loads(text)
+    return [op_from_dict(item) for item in data] if isinstance(data, list) else [op_from_dict(data)]
+
+
+def ops_to_json(ops: Iterable[StoreOp]) -> str:
+    """A batch of ops as one JSON array (:func:`ops_from_json` reads it back)."""
+    return orjson.dumps([op.as_dict() for op in ops]).decode("utf-8")
+
+
+def split_by_store(ops: Iterable[StoreOp]) -> tuple[list[RedisOp], list[DynamoOp]]:
+    """The Redis ops and the DynamoDB ops of a batch, each in input order."""
+    redis: list[RedisOp] = []
+    dynamo: list[DynamoOp] = []
+    for op in ops:
+        if isinstance(op, REDIS_OPS):
+            redis.append(op)
+        else:
+            dynamo.append(op)
+    return redis, dynamo
 
 
 T = TypeVar("T")
