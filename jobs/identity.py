@@ -33,12 +33,11 @@ if __package__ in (None, ""):  # run as a script (flink run -py): make the repo 
 
 import orjson
 from pyflink.common import Row, Types
-from pyflink.common.time import Time
 from pyflink.datastream import DataStream, KeyedProcessFunction, OutputTag, ProcessFunction, RuntimeContext
 from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
 
 from jobs import runtime
-from jobs.operators import write_store_ops
+from jobs.operators import state_ttl, write_store_ops
 from udfs.identity.config import (
     IDENTITY_CONFIG_PATH,
     PROFILE_POLICIES_PATH,
@@ -143,11 +142,7 @@ class IngestEvents(ProcessFunction):
 
 def _ttl_state(name: str, ttl_ms: int) -> ValueStateDescriptor:
     descriptor = ValueStateDescriptor(name, Types.STRING())
-    ttl = StateTtlConfig.new_builder(Time.milliseconds(ttl_ms)) \
-        .set_update_type(StateTtlConfig.UpdateType.OnReadAndWrite) \
-        .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired) \
-        .cleanup_in_rocksdb_compact_filter(1000).build()
-    descriptor.enable_time_to_live(ttl)
+    descriptor.enable_time_to_live(state_ttl(ttl_ms, StateTtlConfig.UpdateType.OnReadAndWrite))
     return descriptor
 
 

@@ -15,13 +15,21 @@ from pyflink.java_gateway import get_gateway
 from jobs.runtime import METRIC_GROUP, store_options
 
 
-def state_ttl(ttl_ms: int) -> StateTtlConfig:
-    """A processing-time state TTL refreshed on every write; expired values are never returned and are
-    removed by RocksDB compaction."""
-    return StateTtlConfig.new_builder(Time.milliseconds(ttl_ms)) \
-        .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite) \
-        .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired) \
-        .cleanup_in_rocksdb_compact_filter(1000).build()
+def state_ttl(ttl_ms: int, update_type: StateTtlConfig.UpdateType = StateTtlConfig.UpdateType.OnCreateAndWrite
+              ) -> StateTtlConfig:
+    """A processing-time state TTL; expired values are never returned.
+
+    Built from plain Python values only, so it works in a process-mode worker, which has no JVM gateway:
+    expired entries are removed by Flink's default background cleanup (RocksDB: the compaction filter with
+    its defaults, `state.backend.rocksdb.compaction.filter.*`; heap: incremental cleanup). PyFlink's
+    `cleanup_in_rocksdb_compact_filter` would configure the same but builds a Java `Duration` on the way.
+
+    Args:
+        ttl_ms: how long a value lives after its last refresh.
+        update_type: what refreshes it (default: every write).
+    """
+    return StateTtlConfig.new_builder(Time.milliseconds(ttl_ms)).set_update_type(update_type) \
+        .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired).build()
 
 
 class FirstByKey(KeyedProcessFunction):

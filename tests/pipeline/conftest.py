@@ -22,10 +22,26 @@ def parallelism(request) -> int:
     return request.param
 
 
+def minicluster_env(parallelism: int, python_mode: str = "thread"):
+    """A MiniCluster execution environment configured like production."""
+    from jobs.runtime import RuntimeOptions, create_env
+
+    return create_env(RuntimeOptions(parallelism=parallelism, checkpoint_interval_ms=0, python_mode=python_mode,
+                                     python_executable=sys.executable))
+
+
 @pytest.fixture
 def env(parallelism):
     """A MiniCluster execution environment configured like production, at the test's parallelism."""
-    from jobs.runtime import RuntimeOptions, create_env
+    return minicluster_env(parallelism)
 
-    return create_env(RuntimeOptions(parallelism=parallelism, checkpoint_interval_ms=0,
-                                     python_executable=sys.executable))
+
+@pytest.fixture
+def process_env(parallelism, monkeypatch):
+    """The same in process mode, with Python workers in their own processes as on a cluster (no JVM gateway).
+
+    A MiniCluster otherwise runs process-mode workers inside the client ("loopback"), where the client's
+    gateway hides whatever a worker on a cluster cannot do.
+    """
+    monkeypatch.setenv("_python_worker_execution_mode", "process")  # read by PyFlink when the job starts
+    return minicluster_env(parallelism, "process")

@@ -77,6 +77,16 @@ def changes(records, who: str | None = None) -> list[tuple[str, str, int, str]]:
 
 
 def test_count_enters_on_the_event_and_exits_at_window_end_without_input(env):
+    check_count_enters_and_exits(env)
+
+
+def test_process_mode_runs_the_stage(process_env):
+    # Process-mode workers have no JVM gateway: state TTLs and everything else opened there must not need one.
+    check_count_enters_and_exits(process_env)
+
+
+def check_count_enters_and_exits(env) -> None:
+    """A count segment enters on the event that completes it and exits at its window end without input."""
     config = SegmentsJobConfig(SEGMENTS, definitions=(FREQUENT,))
     events = [ev("a1", "a", 0), ev("a2", "a", 1), ev("b1", "b", 1.5, "page_view"), ev("a3", "a", 2),
               ev("b2", "b", 4, "search")]
