@@ -34,7 +34,7 @@ chaos: setup ## Chaos scenarios (kills, outages, restarts, rescale, hostile inpu
 bench: setup ## Benchmark on the `bench` stack (<= 20 min; BENCH_QUICK=1 for a few minutes): bench/results + README
 	$(PY) -m tools.bench $(if $(filter 1,$(BENCH_QUICK)),--quick,)
 
-bench-knobs: setup ## Benchmark's tuning variants (thread/process, bundles, parallelism, heap/RocksDB, DynamoDB)
+bench-knobs: setup ## Benchmark's tuning variants (thread/process, bundles, buffer timeout, parallelism, heap/RocksDB, DynamoDB, Redis batching)
 	$(PY) -m tools.bench --knobs --readme
 
 lint: setup ## ruff and mypy

@@ -144,12 +144,16 @@ def test_json_plots_and_readme_section(tmp_path: Path):
     assert [p.name for p in plots] == ["bench-20260101-000000-latency.png", "bench-20260101-000000-throughput.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in plots)
     assert report.latest(tmp_path, "bench") == (orjson.loads(path.read_bytes()), path.name)
-    knobs = {"config": {"knob_rate": 5000}, "knobs": {"variants": {"default": {"doc": "d", "steps": [
-        _step(5000, 2000, False, 100, 200)]}, "broken": {"doc": "x", "error": "boom"}},
-        "redis_batching": {"1": 1000.0, "100": 20000.0}}}
+    knobs = {"config": {"knob_rate": 5000, "step_s": 25.0},
+             "meta": {**result["meta"], "load_average_start": [3, 3, 3], "load_average_end": [4, 4, 4]},
+             "knobs": {"variants": {"default": {"doc": "d", "steps": [_step(5000, 2000, False, 100, 200)]},
+                                    "broken": {"doc": "x", "error": "boom"}},
+                       "redis_batching": {"1": 1000.0, "100": 20000.0}}}
     section = report.readme_section(result, path.name, [p.name for p in plots], knobs, "bench-knobs-x.json")
     assert section.startswith(report.README_START) and section.endswith(report.README_END)
     assert "| 5,000 | 5,000 | 2,500 | no |" in section and "**no**" in section and "boom" in section
+    assert "load average [3, 3, 3] at the start and [4, 4, 4] at the end (other work shared the cores" in section
+    assert "| default | d | 2,000 |" in section and "100 per element: 20,000 ops/s" in section
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{report.README_START}\nold\n{report.README_END}\n\n## next\n", encoding="utf-8")
     report.update_readme(readme, section)

@@ -207,18 +207,26 @@ def readme_section(result: dict[str, Any], json_name: str, plots: list[str], kno
                   f"{_fmt(state.get('fresh_initialization_s'))} s for the fresh job; `flink run` to RUNNING "
                   f"{_fmt(state.get('restore_submit_s'))} s vs {_fmt(state.get('fresh_submit_s'))} s."]
     if knobs:
-        lines += ["", f"**Tuning knobs** (`bench/results/{knobs_name}`; one step at "
-                  f"{knobs['config']['knob_rate']:,} events/s each):", ""]
+        kmeta = knobs.get("meta") or {}
+        lines += ["", f"**Tuning knobs** (`bench/results/{knobs_name}`, {kmeta.get('started', '?')} UTC, "
+                  f"`make bench-knobs`: one step of {_fmt(knobs['config']['step_s'])} s at "
+                  f"{knobs['config']['knob_rate']:,} events/s offered per variant, each on fresh topics; load average "
+                  f"{kmeta.get('load_average_start')} at the start and {kmeta.get('load_average_end')} at the end"
+                  f"{_load_note(kmeta) if kmeta else ''}; consumed = events/s through the whole path (segments), "
+                  "identity = events/s its first job consumed):", ""]
         rows = []
         for name, v in knobs["knobs"]["variants"].items():
             step = (v.get("steps") or [{}])[0]
             rows.append([name, v.get("doc", ""), v.get("error", "")[:60] or step.get("throughput"),
-                         _get(step, "latency_ms", "p50"), _get(step, "latency_ms", "p99"),
-                         _get(step, "processes", "taskmanager", "cpu_pct")])
-        lines += _table(["variant", "what", "consumed/s", "p50 ms", "p99 ms", "TaskManager CPU %"], rows)
+                         step.get("head_throughput"), _get(step, "latency_ms", "p50"),
+                         _get(step, "latency_ms", "p99"), _get(step, "processes", "taskmanager", "cpu_pct"),
+                         step.get("load_average")])
+        lines += _table(["variant", "what", "consumed/s", "identity/s", "p50 ms", "p99 ms", "TaskManager CPU %",
+                         "load average after"], rows)
         batching = knobs["knobs"].get("redis_batching") or {}
-        lines += ["", "Sink write batching (Redis store layer, `tools/bench_stores.py`): " + ", ".join(
-            f"batch {b}: {_fmt(v)} ops/s" for b, v in batching.items()) + "."]
+        lines += ["", "Redis write batching (the store writer's element path: ops serialized as one JSON array, "
+                  "parsed, applied in one pipelined `RedisStore.apply`; no Flink): " + ", ".join(
+                      f"{b} per element: {_fmt(v)} ops/s" for b, v in batching.items()) + "."]
     lines += [""] + [f"![{p}](bench/results/{p})" for p in plots] + ["", README_END]
     return "\n".join(lines)
 

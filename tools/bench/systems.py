@@ -51,12 +51,12 @@ class Knob:
 DEFAULT = Knob("default", "thread mode, parallelism 1, RocksDB, default bundle (100000 records / 1000 ms), Redis")
 KNOBS: tuple[Knob, ...] = (
     DEFAULT,
-    # Fails today: jobs/operators.state_ttl builds its StateTtlConfig (Time.of_days) in open(), which needs the
-    # JVM gateway that process-mode workers do not have; the segments job restarts forever.
     Knob("process-mode", "Python UDFs in separate worker processes (Beam runner) instead of pemja threads",
          ("--python-mode", "process")),
     Knob("bundle-small", "python.fn-execution.bundle.size=100, bundle.time=5 ms (smaller bundles, lower latency)",
          ("--conf", "python.fn-execution.bundle.size=100", "--conf", "python.fn-execution.bundle.time=5")),
+    Knob("buffer-timeout-5ms", "execution.buffer-timeout.interval=5 ms instead of 100 ms (network buffers flushed "
+         "sooner: lower latency, more small buffers)", ("--conf", "execution.buffer-timeout.interval=5ms")),
     Knob("parallelism-2", "both jobs at parallelism 2", ("--parallelism", "2")),
     Knob("heap-state", "HashMap (heap) state backend instead of RocksDB", ("--conf", "state.backend.type=hashmap")),
     Knob("with-dynamodb", "store writers also write DynamoDB Local (synchronous, one op per element)", (), ()),
