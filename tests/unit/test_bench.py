@@ -153,7 +153,8 @@ def test_json_plots_and_readme_section(tmp_path: Path):
     assert section.startswith(report.README_START) and section.endswith(report.README_END)
     assert "| 5,000 | 5,000 | 2,500 | no |" in section and "**no**" in section and "boom" in section
     assert "load average [3, 3, 3] at the start and [4, 4, 4] at the end (other work shared the cores" in section
-    assert "| default | d | 2,000 |" in section and "100 per element: 20,000 ops/s" in section
+    assert "| default | d | 2,000 | - | 100 | 200 | 150 | 1,333 |" in section
+    assert "100 per element: 20,000 ops/s" in section
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{report.README_START}\nold\n{report.README_END}\n\n## next\n", encoding="utf-8")
     report.update_readme(readme, section)

@@ -217,12 +217,14 @@ def readme_section(result: dict[str, Any], json_name: str, plots: list[str], kno
         rows = []
         for name, v in knobs["knobs"]["variants"].items():
             step = (v.get("steps") or [{}])[0]
+            cpu = _get(step, "processes", "taskmanager", "cpu_pct")
             rows.append([name, v.get("doc", ""), v.get("error", "")[:60] or step.get("throughput"),
                          step.get("head_throughput"), _get(step, "latency_ms", "p50"),
-                         _get(step, "latency_ms", "p99"), _get(step, "processes", "taskmanager", "cpu_pct"),
+                         _get(step, "latency_ms", "p99"), cpu,
+                         round(step["throughput"] * 100 / cpu, 1) if cpu and step.get("throughput") else None,
                          step.get("load_average")])
         lines += _table(["variant", "what", "consumed/s", "identity/s", "p50 ms", "p99 ms", "TaskManager CPU %",
-                         "load average after"], rows)
+                         "consumed per TaskManager CPU-s", "load average after"], rows)
         batching = knobs["knobs"].get("redis_batching") or {}
         lines += ["", "Redis write batching (the store writer's element path: ops serialized as one JSON array, "
                   "parsed, applied in one pipelined `RedisStore.apply`; no Flink): " + ", ".join(
