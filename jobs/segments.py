@@ -64,6 +64,9 @@ from udfs.merges import EVENT, NOTES, Pointer, Result, Slot
 from udfs.segments import Engine, Issue, SegmentsConfig, person_id_of, update_catalog
 from udfs.segments.keyed import driver
 from udfs.segments.published import definition_set
+from udfs.segments.state import PersonState
+from udfs.state_cache import StateCache
+from udfs.stores.ops import ops_to_json
 
 LOG = logging.getLogger("tagstream.segments")
 TEXT_PAIR_TYPE = Types.ROW_NAMED(["key", "value"], [Types.STRING(), Types.STRING()])
@@ -102,6 +105,9 @@ class SegmentsJobConfig:
             timers after it are not advanced, so the final watermark of a bounded input does not end the tags
             that still hold at that time. None (the live job): unbounded.
         max_hops: a merge handoff forwarded more often than this is dropped (merge cycles).
+        state_cache_size: persons whose deserialized state each subtask keeps between calls
+            (`udfs.state_cache`; ~30 KB each on average with the example definitions); 0: read the state on
+            every call.
     """
 
     segments: SegmentsConfig = field(default_factory=SegmentsConfig)
@@ -111,6 +117,7 @@ class SegmentsJobConfig:
     state_ttl_ms: int = 35 * DAY_MS
     advance_until_ms: int | None = None
     max_hops: int = 8
+    state_cache_size: int = 5000
 
 
 @dataclass(frozen=True)
@@ -120,7 +127,8 @@ class SegmentsStreams:
     Attributes:
         kafka: `(topic, key, value)` rows (`runtime.KAFKA_RECORD_TYPE`): change events and late events, keyed
             by person.
-        store_ops: one store op per element, as JSON (`udfs.stores.ops`), in order per person.
+        store_ops: the store ops of one evaluation per element, as a JSON array (`udfs.stores.ops.ops_to_json`),
+            in order per person.
     """
 
     kafka: DataStream
@@ -138,12 +146,30 @@ def parse_definition(value) -> Row:
     return Row(_text(value[0]) or "", _text(value[1]))
 
 
+@dataclass(slots=True)
+class _Person:
+    """A person's keyed state as read from Flink (or as last written, from the state cache).
+
+    Attributes:
+        state: the engine's state (None: absent, e.g. expired by the state TTL).
+        merge: the merge pointer (None: absent).
+        timer / idle_timer: the registered event-time and processing-time timers (None: none).
+    """
+
+    state: PersonState | None
+    merge: Pointer | None
+    timer: int | None
+    idle_timer: int | None
+
+
 class _Evaluate:
     """The keyed evaluation shared by both operator flavours (with and without a definitions stream).
 
-    Keyed state: the person's `PersonState` (pickled), the registered event-time timer and the idle
-    clock's processing-time timer. The engine is per subtask and rebuilt from the broadcast state after a
-    restore and on every definitions record.
+    Keyed state: the person's `PersonState` (pickled), the merge pointer, the registered event-time timer
+    and the idle clock's processing-time timer; every change is written through, and the most recently used
+    persons' values are also kept deserialized (`udfs.state_cache`), so a hit skips reading and unpickling.
+    The engine is per subtask and rebuilt from the broadcast state after a restore and on every definitions
+    record.
     """
 
     def __init__(self, config: SegmentsJobConfig):
@@ -157,6 +183,7 @@ class _Evaluate:
         for descriptor in descriptors:
             descriptor.enable_time_to_live(state_ttl(self.config.state_ttl_ms))
         self.person, self.timer, self.idle_timer, self.merge = (runtime_context.get_state(d) for d in descriptors)
+        self.cache: StateCache[_Person] = StateCache(self.config.state_cache_size, self.config.state_ttl_ms // 2)
         self.engine: Engine | None = None
         self.watermark: int | None = None  # the last one seen (a broadcast context has none in thread mode)
         self.clock: IdleClock | None = None
@@ -200,38 +227,46 @@ class _Evaluate:
         if kind == EVENT:
             self.counters["events_in"].inc()
         engine = self._engine(ctx, self._known(watermark))
-        slot = self._load(engine, ctx.get_current_key())
+        key = ctx.get_current_key()
+        person = self._read(key, wall)
         try:
-            result = driver(engine, self.config.max_hops).handle(slot, kind, body, self._known(watermark))
+            result = driver(engine, self.config.max_hops).handle(self._slot(engine, key, person), kind, body,
+                                                                  self._known(watermark))
         except (ValueError, KeyError, TypeError):  # contract events and our own records; count, never crash
+            self.cache.drop(key)  # the engine may have changed the cached state before failing
             self.counters["invalid_inputs"].inc()
             return
-        yield from self._finish(ctx, result)
+        yield from self._finish(ctx, result, key, person, wall)
 
     def _on_timer(self, timestamp: int, ctx):
         timers = ctx.timer_service()
         watermark, wall = _watermark(timers), timers.current_processing_time()
-        if self.person.value() is None and self.merge.value() is None:  # expired by the state TTL
+        key = ctx.get_current_key()
+        person = self._read(key, wall)
+        if person.state is None and person.merge is None:  # expired by the state TTL
             self.timer.clear()
             self.idle_timer.clear()
             return
         engine = self._engine(ctx, self._known(watermark))
-        slot = self._load(engine, ctx.get_current_key())
+        slot = self._slot(engine, key, person)
         now: int | None = timestamp
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
             self.idle_timer.clear()
+            person.idle_timer = None
             now = self._idle_now(slot.state, watermark, wall)
             if now is None:
                 return
             self.counters["idle_advances"].inc()
         else:
             self.timer.clear()
+            person.timer = None
         until = self.config.advance_until_ms
         if until is not None:
             if timestamp > until and ctx.time_domain() != TimeDomain.PROCESSING_TIME:
                 return  # after the end of a bounded run: the tag still holds at its end
             now = min(now, until)
-        yield from self._finish(ctx, driver(engine, self.config.max_hops).on_time(slot, now, self._known(watermark)))
+        result = driver(engine, self.config.max_hops).on_time(slot, now, self._known(watermark))
+        yield from self._finish(ctx, result, key, person, wall)
 
     def _idle_now(self, state, watermark: int, wall: int) -> int | None:
         """The idle clock's event time for a processing-time timer (None without an idle clock)."""
@@ -253,55 +288,69 @@ class _Evaluate:
             self.clock = IdleClock(self.config.idle_timeout_ms, wall_ms)
         return self.clock
 
-    def _load(self, engine: Engine, person: str) -> Slot:
-        state = self.person.value()
+    def _read(self, key: str, wall: int) -> _Person:
+        """The person's keyed state: from the state cache, else read from Flink (each value once)."""
+        cached = self.cache.get(key, wall)
+        if cached is not None:
+            return cached
         pointer = self.merge.value()
-        return Slot(state if state is not None else engine.new_state(person),
-                    Pointer.from_dict(orjson.loads(pointer)) if pointer is not None else Pointer())
+        return _Person(self.person.value(), Pointer.from_dict(orjson.loads(pointer)) if pointer is not None else None,
+                       self.timer.value(), self.idle_timer.value())
 
-    def _finish(self, ctx, result: Result):
-        self.counters["evaluations"].inc()
+    @staticmethod
+    def _slot(engine: Engine, key: str, person: _Person) -> Slot:
+        return Slot(person.state if person.state is not None else engine.new_state(key),
+                    person.merge if person.merge is not None else Pointer())
+
+    def _finish(self, ctx, result: Result, key: str, person: _Person, wall: int):
+        """Writes the person's state through (and to the cache), emits the records, counts, and schedules."""
         slot = result.slot
         self.person.update(slot.state)
-        if slot.merge == Pointer():
-            self.merge.clear()
-        else:
+        merge: Pointer | None = None
+        if slot.merge != Pointer():
+            merge = slot.merge
             self.merge.update(orjson.dumps(slot.merge.to_dict()).decode("utf-8"))
+        elif person.merge is not None:
+            self.merge.clear()
         topics = self.config.topics
-        person = slot.state.person_id
+        person_id = slot.state.person_id
+        counts = dict.fromkeys(("evaluations", "entries", "exits", "corrections", "retractions", "late",
+                                "duplicates"), 0)
+        counts["evaluations"] = 1
+        ops = []
         for out in result.outputs:
             for change in out.changes:
-                self._count(change)
-                yield Row(topics.changes, person, orjson.dumps(change).decode("utf-8"))
+                _count(change, counts)
+                yield Row(topics.changes, person_id, orjson.dumps(change).decode("utf-8"))
             for late in out.late:
-                self.counters["late"].inc()
-                yield Row(topics.late, person, orjson.dumps(late).decode("utf-8"))
-            for op in (*out.redis, *out.dynamo):
-                yield Row(STORE_TOPIC, person, orjson.dumps(op.as_dict()).decode("utf-8"))
-            self.counters["duplicates"].inc(out.duplicates)
+                yield Row(topics.late, person_id, orjson.dumps(late).decode("utf-8"))
+            counts["late"] += len(out.late)
+            counts["duplicates"] += out.duplicates
+            ops += out.redis
+            ops += out.dynamo
+        if ops:
+            yield Row(STORE_TOPIC, person_id, ops_to_json(ops))
         for target, record in result.handoffs:
             yield Row(topics.handoff, target, orjson.dumps(record).decode("utf-8"))
         for note in result.notes:
-            self.counters[note].inc()
-        self._schedule(ctx, result.wakeup, slot.state.frontier)
+            counts[note] = counts.get(note, 0) + 1
+        for name, count in counts.items():
+            if count:
+                self.counters[name].inc(count)
+        person = _Person(slot.state, merge, person.timer, person.idle_timer)
+        self._schedule(ctx, result.wakeup, slot.state.frontier, person)
+        self.cache.put(key, person, wall)
 
-    def _count(self, change: dict) -> None:
-        if change["retraction"]:
-            self.counters["retractions"].inc()
-            return
-        self.counters["entries" if change["op"] == "enter" else "exits"].inc()
-        if change["correction"]:
-            self.counters["corrections"].inc()
-
-    def _schedule(self, ctx, wake: int | None, frontier: int) -> None:
+    def _schedule(self, ctx, wake: int | None, frontier: int, person: _Person) -> None:
         """One event-time timer at the next wakeup and, with the idle clock, one processing-time timer at the
         wall time the idle clock reaches it; whichever fires first advances the person (twice is harmless).
+        Updates `person`'s timers.
 
         The idle clock observes the person's clock (`frontier`, the newest event time applied): without it, a
         burst of events read before any watermark (the definitions input carries none) would leave the clock
         nothing to extrapolate from, and the person's exits would wait for input."""
         timers = ctx.timer_service()
-        registered = self.timer.value()
+        registered = person.timer
         if registered != wake:
             if registered is not None:
                 timers.delete_event_time_timer(registered)
@@ -310,6 +359,7 @@ class _Evaluate:
             else:
                 timers.register_event_time_timer(wake)
                 self.timer.update(wake)
+            person.timer = wake
         if self.clock is None:
             return
         wall = timers.current_processing_time()
@@ -317,7 +367,7 @@ class _Evaluate:
             self.clock.observe(frontier, wall)
         due = self.clock.wall_time_for(wake) if wake is not None else None
         due = max(due, wall + 1) if due is not None else None
-        idle = self.idle_timer.value()
+        idle = person.idle_timer
         if due == idle:
             return
         if idle is not None:
@@ -327,6 +377,17 @@ class _Evaluate:
         else:
             timers.register_processing_time_timer(due)
             self.idle_timer.update(due)
+        person.idle_timer = due
+
+
+def _count(change: dict, counts: dict[str, int]) -> None:
+    """Counts a change record as an entry, exit, correction or retraction."""
+    if change["retraction"]:
+        counts["retractions"] += 1
+        return
+    counts["entries" if change["op"] == "enter" else "exits"] += 1
+    if change["correction"]:
+        counts["corrections"] += 1
 
 
 def _watermark(timers) -> int:
@@ -446,6 +507,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     group.add_argument("--state-ttl", type=runtime.parse_duration_ms, default=SegmentsJobConfig.state_ttl_ms,
                        help="a person's state is dropped after this long without activity; longer than the "
                             "longest window (default 35d)")
+    group.add_argument("--state-cache-size", type=int, default=SegmentsJobConfig.state_cache_size,
+                       help="persons per subtask whose state is also kept deserialized between calls (written "
+                            "through; ~30 KB each with the example definitions; 0: off; default 5000)")
     group.add_argument("--no-idle-clock", action="store_true",
                        help="event time moves only with watermarks (exits wait for input)")
     return parser.parse_args(argv)
@@ -457,7 +521,7 @@ def job_config(args: argparse.Namespace) -> SegmentsJobConfig:
     topics = SegmentTopics(args.changes_topic, args.late_topic, args.handoff_topic)
     return SegmentsJobConfig(segments=segments, topics=topics,
                              idle_timeout_ms=None if args.no_idle_clock else args.idle_timeout,
-                             state_ttl_ms=args.state_ttl)
+                             state_ttl_ms=args.state_ttl, state_cache_size=args.state_cache_size)
 
 
 def main(argv: list[str] | None = None) -> None:

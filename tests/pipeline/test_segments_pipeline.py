@@ -62,11 +62,14 @@ def run(env, events: list[dict], config: SegmentsJobConfig,
 
 
 def collect(streams: SegmentsStreams) -> tuple[list[tuple[str, str, dict]], list[dict]]:
-    """Runs the job of the stage's streams; returns the Kafka records as (topic, key, value) and the store ops."""
+    """Runs the job of the stage's streams; returns the Kafka records as (topic, key, value) and the store ops
+    (the stage emits them as one JSON array per evaluation)."""
     ops = streams.store_ops.map(lambda op: Row("store", "", op), output_type=KAFKA_RECORD_TYPE)
     with streams.kafka.union(ops).execute_and_collect() as results:
         records = [(r[0], r[1], orjson.loads(r[2])) for r in results]
-    return [r for r in records if r[0] != "store"], [r[2] for r in records if r[0] == "store"]
+    batches = [r[2] for r in records if r[0] == "store"]
+    assert all(isinstance(batch, list) and batch for batch in batches)  # one non-empty array per evaluation
+    return [r for r in records if r[0] != "store"], [op for batch in batches for op in batch]
 
 
 def changes(records, who: str | None = None) -> list[tuple[str, str, int, str]]:
@@ -180,3 +183,25 @@ def test_person_merge_moves_tags_to_the_survivor_through_the_handoff_loop(env):
                                           ("viewed_product:x", "exit", at(5), "time")]
     (enter,) = [v for t, k, v in records if t == "segment-changes" and v["op"] == "enter"]
     assert enter["reason"]["from"] == absorbed and enter["correction"]
+
+
+def test_the_state_cache_changes_no_record_and_no_store_op(env):
+    """Persons interleaved with timers, a late event, a duplicate and an invalid input give the same records
+    and store ops with every state read from Flink (cache off) and with a cache of one person (evicted at
+    every switch of person), so a cache hit returns exactly what Flink state holds."""
+    events = [ev("a1", "a", 0), ev("b1", "b", 0.5, "product_view", product_id="p1"), ev("a2", "a", 1),
+              ev("c1", "c", 1.2), ev("a3", "a", 2), ev("b2", "b", 2.5, "product_view", product_id="p2"),
+              {"event_id": "bad", "ts_ms": at(2.6), "ts": at(2.6), "ids": {"user_id": "a"}},  # no type
+              ev("a3", "a", 2), ev("c2", "c", 3), ev("b3", "b", 12, "page_view"), ev("a4", "a", 5),
+              ev("c3", "c", 13)]
+    runs = []
+    for size in (0, 1):
+        records, ops = run(env, events, SegmentsJobConfig(SEGMENTS, definitions=(FREQUENT, VIEWED),
+                                                          state_cache_size=size))
+        runs.append((sorted(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in records),
+                     sorted(orjson.dumps(o, option=orjson.OPT_SORT_KEYS) for o in ops)))
+    assert runs[0] == runs[1]
+    records, _ = run(env, events, SegmentsJobConfig(SEGMENTS, definitions=(FREQUENT, VIEWED)))
+    assert sorted(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in records) == runs[0][0]
+    assert ("frequent_searcher", "exit", at(10), "time") in changes(records, person("a"))
+    assert [v["event_id"] for t, _, v in records if t == "events.late"] == ["a4"]

@@ -3,6 +3,8 @@ depend on delivery order (within lateness), batching, timer firing or duplicates
 
 from __future__ import annotations
 
+import pickle
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -94,29 +96,38 @@ def build(rows):
     return events
 
 
-def deliver(events, delays, cuts, fire):
+def deliver(events, delays, cuts, fire, pickled=False):
     """Delivers events with bounded delays, moving the watermark only at batch cuts; timers fire at cuts
-    (all due ones, or only the first when `fire` says so). Returns the final state and all outputs."""
+    (all due ones, or only the first when `fire` says so). Returns the final state, all change records and all
+    store ops; `pickled`: the state goes through pickle before every call (as the Flink wrapper stores it),
+    else it stays in memory (as its state cache keeps it)."""
     engine = Engine(CATALOG, CONFIG)
     order = sorted(range(len(events)), key=lambda i: (events[i]["ts_ms"] + delays[i % len(delays)], i))
     state = engine.new_state("p")
-    changes, late, watermark, wake, seen = [], [], None, None, None
+    changes, ops, late, watermark, wake, seen = [], [], [], None, None, None
+
+    def call(method, *args):
+        nonlocal state
+        if pickled:
+            state = pickle.loads(pickle.dumps(state))
+        state, out, next_wake = method(state, *args)
+        changes.extend(out.changes)
+        late.extend(out.late)
+        ops.extend(op.as_dict() for op in (*out.redis, *out.dynamo))
+        return next_wake
+
     for n, i in enumerate(order):
-        state, out, wake = engine.on_event(state, events[i], watermark)
-        changes += out.changes
-        late += out.late
+        wake = call(engine.on_event, events[i], watermark)
         seen = events[i]["ts_ms"] if seen is None else max(seen, events[i]["ts_ms"])
         if n in cuts:
             watermark = seen - DELAY
             while wake is not None and wake <= watermark:
-                state, out, wake = engine.advance(state, wake, watermark)
-                changes += out.changes
+                wake = call(engine.advance, wake, watermark)
                 if not fire[n % len(fire)]:
                     break
-    state, out, _ = engine.advance(state, UNTIL, UNTIL)
-    changes += out.changes
+    call(engine.advance, UNTIL, UNTIL)
     assert late == []
-    return engine, state, changes
+    return engine, state, changes, ops
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -137,11 +148,24 @@ def test_order_batching_timers_and_duplicates_do_not_change_the_result(rows, del
     if events:
         duplicates = data.draw(st.lists(st.sampled_from(events), max_size=4))
         events = events + [dict(d) for d in duplicates]  # redelivered copies
-    engine, state, changes = deliver(events, delays, cuts, fire)
+    engine, state, changes, _ = deliver(events, delays, cuts, fire)
     assert net_intervals(changes) == expected
     assert engine.view(state)["tags"] == Engine(CATALOG, CONFIG).view(in_order)["tags"]
     keys = [c["key"] for c in changes]
     assert len(keys) == len(set(keys))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(raw_event, max_size=22), st.lists(st.integers(0, DELAY), min_size=1, max_size=8),
+       st.sets(st.integers(0, 25)), st.lists(st.booleans(), min_size=1, max_size=4))
+def test_a_state_kept_in_memory_or_pickled_before_every_call_gives_the_same_records(rows, delays, cuts, fire):
+    """The job keeps recently used states deserialized (`udfs.state_cache`) and reads the others back from
+    their pickles: both paths give the same change records (keys included) and store ops."""
+    events = build(rows)
+    engine, kept, changes, ops = deliver(events, delays, cuts, fire)
+    _, restored, pickled_changes, pickled_ops = deliver(events, delays, cuts, fire, pickled=True)
+    assert pickled_changes == changes and pickled_ops == ops
+    assert engine.view(restored) == engine.view(kept)
 
 
 @settings(max_examples=40, deadline=None)

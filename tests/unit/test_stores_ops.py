@@ -7,7 +7,7 @@ import re
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.store_ops_strategies import (
@@ -122,6 +122,7 @@ def _json_encodable(op: object) -> bool:
 json_ops = op_strategy.filter(_json_encodable)
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(st.lists(json_ops, max_size=8))
 def test_a_batch_round_trips_as_one_json_array_and_splits_by_store_in_order(ops: list) -> None:
     text = ops_to_json(ops)
@@ -132,6 +133,7 @@ def test_a_batch_round_trips_as_one_json_array_and_splits_by_store_in_order(ops:
     assert dynamo == [op for op in ops if op.kind == "dynamodb"]
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(json_ops)
 def test_a_single_op_object_still_parses_as_a_batch_of_one(op: object) -> None:
     assert ops_from_json(orjson.dumps(op.as_dict())) == [op]  # type: ignore[attr-defined]
