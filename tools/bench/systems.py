@@ -59,7 +59,7 @@ KNOBS: tuple[Knob, ...] = (
          "sooner: lower latency, more small buffers)", ("--conf", "execution.buffer-timeout.interval=5ms")),
     Knob("parallelism-2", "both jobs at parallelism 2", ("--parallelism", "2")),
     Knob("heap-state", "HashMap (heap) state backend instead of RocksDB", ("--conf", "state.backend.type=hashmap")),
-    Knob("with-dynamodb", "store writers also write DynamoDB Local (synchronous, one op per element)", (), ()),
+    Knob("with-dynamodb", "store writers also write DynamoDB Local (synchronous, in the store writer)", (), ()),
 )
 
 
