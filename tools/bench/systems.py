@@ -48,13 +48,14 @@ class Knob:
     stores: tuple[str, ...] = ("--no-dynamodb",)
 
 
-DEFAULT = Knob("default", "thread mode, parallelism 1, RocksDB, default bundle (100000 records / 1000 ms), Redis")
+DEFAULT = Knob("default", "thread mode, parallelism 1, RocksDB, the jobs' bundles (100 records / 5 ms), Redis")
 KNOBS: tuple[Knob, ...] = (
     DEFAULT,
     Knob("process-mode", "Python UDFs in separate worker processes (Beam runner) instead of pemja threads",
          ("--python-mode", "process")),
-    Knob("bundle-small", "python.fn-execution.bundle.size=100, bundle.time=5 ms (smaller bundles, lower latency)",
-         ("--conf", "python.fn-execution.bundle.size=100", "--conf", "python.fn-execution.bundle.time=5")),
+    Knob("bundle-flink-default", "Flink's default Python bundles, python.fn-execution.bundle.size=100000, "
+         "bundle.time=1000 ms (the jobs use 100 records / 5 ms)",
+         ("--conf", "python.fn-execution.bundle.size=100000", "--conf", "python.fn-execution.bundle.time=1000")),
     Knob("buffer-timeout-5ms", "execution.buffer-timeout.interval=5 ms instead of 100 ms (network buffers flushed "
          "sooner: lower latency, more small buffers)", ("--conf", "execution.buffer-timeout.interval=5ms")),
     Knob("parallelism-2", "both jobs at parallelism 2", ("--parallelism", "2")),
