@@ -31,7 +31,7 @@ class BenchConfig:
     """
 
     mode: str = "full"
-    steps: tuple[int, ...] = (250, 500, 1000, 2000, 5000, 10000, 20000, 50000)
+    steps: tuple[int, ...] = (100, 250, 500, 1000, 2000, 5000, 10000, 20000, 50000)
     step_s: float = 25.0
     probe_rate: float = 20.0
     baseline_rate: int = 250
@@ -50,7 +50,7 @@ class BenchConfig:
 
 MODES: dict[str, BenchConfig] = {
     "full": BenchConfig(),
-    "quick": BenchConfig(mode="quick", steps=(250, 1000, 5000, 20000), step_s=15.0, saturation_s=15.0,
+    "quick": BenchConfig(mode="quick", steps=(100, 500, 2000, 20000), step_s=15.0, saturation_s=15.0,
                          pool_events=20_000, state_persons=50_000, state_load_s=60.0),
     "smoke": BenchConfig(mode="smoke", steps=(100,), step_s=4.0, probe_rate=5.0, baseline_rate=100,
                          saturation_s=3.0, pool_events=500, state_persons=300, state_load_s=30.0, settle_s=20.0,
