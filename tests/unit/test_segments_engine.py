@@ -3,7 +3,9 @@ bounded memory (tier 1)."""
 
 from __future__ import annotations
 
+import copyreg
 import hashlib
+import io
 import pickle
 
 from udfs.segments import (
@@ -130,6 +132,32 @@ def test_state_is_picklable():
     restored = pickle.loads(pickle.dumps(state))
     _, out, _ = engine().advance(restored, at(5 * M))
     assert changes_of(out, "viewed") == [("exit", "viewed_product:p1", 5 * M)]
+
+
+class _DefaultForm(pickle.Pickler):
+    """Pickles every object in Python's default form (slot dictionaries), as states were written before the
+    hot classes got their compact `__reduce__`."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, type) or type(obj).__module__ == "builtins" or isinstance(obj, tuple):
+            return NotImplemented
+        return copyreg.__newobj__, (type(obj),), object.__getstate__(obj)
+
+
+def test_compact_pickles_are_smaller_and_default_form_pickles_still_read_back():
+    events = [ev("v1", "product_view", 0, product_id="p1", category="c", dwell_ms=5),
+              ev("s1", "search", S), ev("s2", "search", 2 * S), ev("s3", "search", 3 * S)]
+    state, _ = replay(engine(), events)
+    buffer = io.BytesIO()
+    _DefaultForm(buffer, 4).dump(state)
+    compact = pickle.dumps(state)
+    assert len(compact) < len(buffer.getvalue())
+    outputs = []
+    for blob in (compact, buffer.getvalue()):
+        _, out, wake = engine().advance(pickle.loads(blob), at(20 * M))
+        outputs.append((out.changes, [op.as_dict() for op in (*out.redis, *out.dynamo)], wake))
+    _, out, wake = engine().advance(state, at(20 * M))
+    assert outputs[0] == outputs[1] == (out.changes, [op.as_dict() for op in (*out.redis, *out.dynamo)], wake)
 
 
 def test_events_with_rfc3339_time_and_key_selector():

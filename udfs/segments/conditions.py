@@ -39,12 +39,23 @@ class Store:
         self.intervals: PresenceIntervals | None = None
         self.done: Series | None = None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickles as a tuple of the fields (the person's state is pickled on every write)."""
+        return _store, (self.slots, self.intervals, self.done)
+
     def empty(self) -> bool:
         """Whether no evidence is left."""
         for series in self.slots:
             if series is not None and len(series):
                 return False
         return (self.intervals is None or not len(self.intervals)) and (self.done is None or not len(self.done))
+
+
+def _store(slots: list[Series | None], intervals: PresenceIntervals | None, done: Series | None) -> Store:
+    """Inverse of `Store.__reduce__`."""
+    store = Store.__new__(Store)
+    store.slots, store.intervals, store.done = slots, intervals, done
+    return store
 
 
 class Ctx(Protocol):

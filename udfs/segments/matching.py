@@ -31,6 +31,10 @@ class Ev:
         self.traits = traits
         self.consent = consent
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickles as the constructor's arguments (the person's history is pickled on every state write)."""
+        return Ev, (self.ts, self.id, self.type, self.props, self.channel, self.source, self.traits, self.consent)
+
     @classmethod
     def from_event(cls, event: Mapping[str, Any]) -> Ev:
         """Builds from a validated event (`ts_ms` when present, else `ts` parsed)."""

@@ -24,6 +24,10 @@ class Point(NamedTuple):
     key: str
     version: str
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickled with every state write: built by tuple.__new__ (C) instead of the generated __new__
+        return tuple.__new__, (Point, tuple(self))
+
 
 class Instance:
     """One tag of one segment for one person: the emitted timeline and the scheduled next change.
@@ -55,6 +59,11 @@ class Instance:
         self.queued: int | None = None
         self.retracted: dict[tuple[int, bool], int] = {}
         self.written: tuple[bool, int | None, int | None, str] | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickles as one tuple of the fields (the person's state is pickled on every write)."""
+        return _instance, (self.key, self.tag, self.params, self.points, self.base, self.base_entered,
+                           self.scheduled, self.exact, self.queued, self.retracted, self.written)
 
     def value_before(self, t: int) -> bool:
         """The emitted value just before `t`."""
@@ -98,6 +107,18 @@ class Instance:
         """Whether nothing about this tag needs remembering."""
         return (not self.points and not self.base and self.scheduled is None and not self.retracted
                 and self.written is None)
+
+
+def _instance(key: Key, tag: str, params: dict[str, Any], points: list[Point], base: bool,
+              base_entered: int | None, scheduled: int | None, exact: bool, queued: int | None,
+              retracted: dict[tuple[int, bool], int], written: tuple[bool, int | None, int | None, str] | None
+              ) -> Instance:
+    """Inverse of `Instance.__reduce__`."""
+    instance = Instance.__new__(Instance)
+    instance.key, instance.tag, instance.params, instance.points = key, tag, params, points
+    instance.base, instance.base_entered, instance.scheduled, instance.exact = base, base_entered, scheduled, exact
+    instance.queued, instance.retracted, instance.written = queued, retracted, written
+    return instance
 
 
 class PersonState:

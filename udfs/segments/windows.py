@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from itertools import accumulate
+from typing import Any
 
 _COMPACT_AT = 64
 _MAX = 1 << 63
@@ -33,6 +34,13 @@ class Series:
 
     def __len__(self) -> int:
         return len(self._ts) - self._head
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickles the retained items only, as a tuple of lists (the person's state is pickled on every write)."""
+        head = self._head
+        if self._vals is None or self._pre is None:
+            return _series, (self._ts[head:], self._ids[head:], None, None)
+        return _series, (self._ts[head:], self._ids[head:], self._vals[head:], self._pre[head:])
 
     def add(self, ts: int, event_id: str, value: int = 0) -> None:
         """Inserts one piece of evidence (O(1) when in time order)."""
@@ -158,6 +166,13 @@ class Series:
         start = bisect_left(self._ts, lo, self._head)
         end = bisect_right(self._ts, hi, self._head)
         return list(zip(self._ts[start:end], self._ids[start:end], strict=True))
+
+
+def _series(ts: list[int], ids: list[str], vals: list[int] | None, pre: list[int] | None) -> Series:
+    """Inverse of `Series.__reduce__`."""
+    series = Series.__new__(Series)
+    series._ts, series._ids, series._vals, series._pre, series._head = ts, ids, vals, pre, 0
+    return series
 
 
 class PresenceIntervals:
