@@ -1,22 +1,22 @@
 """Identity & profiles job: a canonical person id on every event, merged profiles, consent and erasure.
 
     events.valid ─► ingest-events ─┐                                  ┌─► identity-loop (Kafka, read back)
-                                   ├─► key by stage+key ─► identity-stages ─► outputs: events.identified,
-    identity-loop ─► decode-loop ──┘   (directory | component | blocks)        person-merges, profiles, erasures
+                                   ├─► key by route_key ─► identity-stages ─► outputs: events.identified,
+    identity-loop ─► route-loop ───┘   (directory | component | blocks)        person-merges, profiles, erasures
                                                                            └─► store ops ─► apply-store-ops
                                                                                             (Redis, DynamoDB)
 
-The three keyed stages of `udfs/identity/routing.py` run in one keyed operator whose key is
-`stage \\x1f key`; messages a stage sends to other keys travel through the loopback topic `identity-loop`
-(Flink has no Python iteration). docs/identity.md, "Flink topology", explains the design.
+The three keyed stages of `udfs/identity/routing.py` run in one keyed operator (keys: `route_key`); messages
+a stage sends to the same Flink key are handled at once, messages to other keys travel through the loopback
+topic `identity-loop` (Flink has no Python iteration). docs/identity.md, "Flink topology", explains the design.
 
 Run it in a MiniCluster (`python jobs/identity.py --bootstrap ...`) or on a cluster
 (`flink run -py jobs/identity.py -- --bootstrap ...`); `--help` lists every flag. The HMAC key of PII
 comes from `TAGSTREAM_PII_KEY` only (client and TaskManagers); the job fails at once without it.
 
 Metrics (operator metric group `tagstream`): `events_in`, `identified`, `links`, `merges`, `splits`,
-`refused_merges`, `review_candidates`, `erasures`, `loop_messages`, `kafka_outputs`, `store_ops`, the gauges
-`pending_observations`, `pending_claims`, `component_size_max`, `component_links_max`,
+`refused_merges`, `review_candidates`, `erasures`, `loop_messages`, `local_messages`, `kafka_outputs`,
+`store_ops`, the gauges `pending_observations`, `pending_claims`, `component_size_max`, `component_links_max`,
 `component_state_bytes_max` (and `store_applied`, `store_skipped`, `store_deleted`, `store_expired` in the
 store writer).
 """
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from pyflink.datastream import DataStream, KeyedProcessFunction, OutputTag, Proc
 from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
 
 from jobs import runtime
-from jobs.operators import state_ttl, write_store_ops
+from jobs.operators import key_by_first_field, state_ttl, write_store_ops
 from udfs.identity.config import (
     IDENTITY_CONFIG_PATH,
     PROFILE_POLICIES_PATH,
@@ -54,6 +55,8 @@ from udfs.identity.routing import BLOCKS, COMPONENT, DIRECTORY, Block, Entry, Me
 
 KAFKA_OUTPUTS = OutputTag("kafka-records", runtime.KAFKA_RECORD_TYPE)
 STORE_OPS = OutputTag("store-ops", Types.STRING())
+# a message with the Flink key of its stage instance (`route_key`), keyed in the JVM (`key_by_first_field`)
+ROUTED_TYPE = Types.ROW_NAMED(["key", "message"], [Types.STRING(), Types.STRING()])
 ROUTE_SEP = "\x1f"
 _DAY_MS = 86_400_000
 _STATE_CLASSES = {DIRECTORY: Entry, COMPONENT: Slot, BLOCKS: Block}
@@ -110,14 +113,34 @@ def load_settings(config: IdentityJobConfig) -> Settings:
     return Settings(config.identity, config.policies, PiiHasher.from_env())
 
 
-def route_key(message_json: str) -> str:
-    """The key of a message's stage instance: `stage \\x1f key`."""
-    data = orjson.loads(message_json)
-    return f"{data['stage']}{ROUTE_SEP}{data['key']}"
+def route_key(stage: str, key: str) -> str:
+    """The Flink key of a stage instance.
+
+    A directory entry is keyed by its identifier and a component `c:<identifier>` by the same identifier,
+    so that the directory of a component's founding identifier and the component share a Flink key: the
+    messages between them (most events: `route` to the directory, `apply` to the component) are handled in
+    one call instead of a loopback round trip. Other instances are keyed `stage \\x1f key` (an identifier
+    key `type:value` never contains `\\x1f` before its `:`, so the two forms never collide).
+    """
+    if stage == DIRECTORY:
+        return key
+    if stage == COMPONENT and key.startswith("c:"):
+        return key[2:]
+    return f"{stage}{ROUTE_SEP}{key}"
+
+
+def _text(value) -> str:
+    """A message or event as text: given as a string (tests) or as a raw Kafka record (`kafka_raw_source`)."""
+    return value if isinstance(value, str) else bytes(value[4]).decode("utf-8")
+
+
+def _routed(message: Message) -> Row:
+    return Row(route_key(message.stage, message.key), message.to_bytes().decode("utf-8"))
 
 
 class IngestEvents(ProcessFunction):
-    """Observes each valid event (stateless) and emits its first messages (to the directory of its anchor)."""
+    """Observes each valid event (stateless) and emits its first messages (to the directory of its anchor)
+    as :data:`ROUTED_TYPE` rows. Events are strings or raw Kafka records (decoded here: no extra operator)."""
 
     def __init__(self, config: IdentityJobConfig):
         self.config = config
@@ -131,13 +154,22 @@ class IngestEvents(ProcessFunction):
     def process_element(self, value, ctx):
         self.events_in.inc()
         try:
-            event = orjson.loads(value)
+            event = orjson.loads(_text(value))
             # serialized here: an event nested close to orjson's depth limit cannot be wrapped into a message
-            messages = [msg.to_bytes().decode("utf-8") for msg in ingest(event, self.settings)]
+            messages = [_routed(msg) for msg in ingest(event, self.settings)]
         except (ValueError, KeyError, TypeError):  # events.valid holds contract events; count, never crash
             self.unreadable.inc()
             return
         yield from messages
+
+
+class RouteLoop(ProcessFunction):
+    """Gives each loopback message (a string, or a raw Kafka record) the Flink key of its stage instance."""
+
+    def process_element(self, value, ctx):
+        text = _text(value)
+        data = orjson.loads(text)
+        yield Row(route_key(data["stage"], data["key"]), text)
 
 
 def _ttl_state(name: str, ttl_ms: int) -> ValueStateDescriptor:
@@ -165,25 +197,31 @@ class IdentityStages(KeyedProcessFunction):
         self.forward = runtime_context.get_state(_ttl_state("forward", self.config.forward_ttl_ms))
         group = runtime_context.get_metrics_group().add_group(runtime.METRIC_GROUP)
         self.counters = {name: group.counter(name) for name in (
-            "identified", "links", "loop_messages", "kafka_outputs", "store_ops", *_KIND_METRICS.values())}
+            "identified", "links", "loop_messages", "local_messages", "kafka_outputs", "store_ops",
+            *_KIND_METRICS.values())}
         self.work = StageGauges()
         self.levels = {name: runtime.Level(group.counter(name)) for name in self.work.values()}
 
-    def _load(self, stage: str):
+    def _load(self, stage: str) -> tuple[object, str | None]:
+        """A stage's state of the current key and its stored JSON text (None: nothing stored)."""
         raw = self.states[stage].value()
         if raw is None and stage == COMPONENT:
             raw = self.forward.value()
-        return _STATE_CLASSES[stage].from_dict(orjson.loads(raw)) if raw is not None else None
+        return (_STATE_CLASSES[stage].from_dict(orjson.loads(raw)) if raw is not None else None), raw
 
-    def _store(self, stage: str, state) -> int:
-        """Stores a stage's state; returns the size of its JSON text (0 when cleared)."""
+    def _store(self, stage: str, state, raw: str | None) -> int:
+        """Stores a stage's state unless its JSON text is `raw` (as loaded: reads refresh the TTL too);
+        returns the size of its JSON text (0 when cleared)."""
         data = state.to_dict()
         if data == _STATE_CLASSES[stage]().to_dict():  # nothing left (e.g. after an erasure)
-            self.states[stage].clear()
-            if stage == COMPONENT:
-                self.forward.clear()
+            if raw is not None:
+                self.states[stage].clear()
+                if stage == COMPONENT:
+                    self.forward.clear()
             return 0
         text = orjson.dumps(data).decode("utf-8")
+        if text == raw:
+            return len(text)
         if stage == COMPONENT and state.forward is not None:  # short-lived pointer, state dropped
             self.states[stage].clear()
             self.forward.update(text)
@@ -193,39 +231,56 @@ class IdentityStages(KeyedProcessFunction):
 
     def process_element(self, value, ctx):
         msg = Message.from_bytes(value.encode("utf-8"))
-        state = self._load(msg.stage)
+        here = route_key(msg.stage, msg.key)
+        queue = deque([msg])
+        counts = dict.fromkeys(self.counters, 0)  # counters move once per element: each move crosses to the JVM
+        while queue:  # messages to another stage instance of this Flink key are handled here, in order
+            msg = queue.popleft()
+            messages, outputs = self._handle(msg, counts)
+            for out in messages:
+                if route_key(out.stage, out.key) == here:
+                    counts["local_messages"] += 1
+                    queue.append(out)
+                else:
+                    counts["loop_messages"] += 1
+                    yield out.to_bytes().decode("utf-8")
+            for out in outputs:
+                if isinstance(out, KafkaRecord):
+                    self._count(out, counts)
+                    value_json = None if out.value is None else orjson.dumps(out.value).decode("utf-8")
+                    yield KAFKA_OUTPUTS, Row(out.topic, out.key, value_json)
+                else:
+                    counts["store_ops"] += 1
+                    yield STORE_OPS, orjson.dumps(out.as_dict()).decode("utf-8")
+        for name, count in counts.items():
+            if count:
+                self.counters[name].inc(count)
+        for name, level in self.work.values().items():
+            self.levels[name].set(level)
+
+    def _handle(self, msg: Message, counts: dict[str, int]) -> tuple[list[Message], list]:
+        """Runs one message through its stage (state loaded and stored); returns its messages and outputs."""
+        state, raw = self._load(msg.stage)
         links_before = _link_count(state)
         work_before = pending_work(state)
         state, messages, outputs = step(state, msg, self.settings)
-        size = self._store(msg.stage, state)
+        size = self._store(msg.stage, state, raw)
         if msg.stage == COMPONENT:
             self.work.observe(state, work_before, size)
-            for name, value in self.work.values().items():
-                self.levels[name].set(value)
         shipped = len(msg.body["slot"]["state"]["g"]["l"]) if msg.kind == "ship" and msg.body["slot"]["state"] else 0
-        self.counters["links"].inc(max(_link_count(state) - links_before - shipped, 0))  # shipped links are not new
-        for out in messages:
-            self.counters["loop_messages"].inc()
-            yield out.to_bytes().decode("utf-8")
-        for out in outputs:
-            if isinstance(out, KafkaRecord):
-                self._count(out)
-                value_json = None if out.value is None else orjson.dumps(out.value).decode("utf-8")
-                yield KAFKA_OUTPUTS, Row(out.topic, out.key, value_json)
-            else:
-                self.counters["store_ops"].inc()
-                yield STORE_OPS, orjson.dumps(out.as_dict()).decode("utf-8")
+        counts["links"] += max(_link_count(state) - links_before - shipped, 0)  # shipped links are not new
+        return messages, outputs
 
-    def _count(self, record: KafkaRecord) -> None:
-        self.counters["kafka_outputs"].inc()
+    def _count(self, record: KafkaRecord, counts: dict[str, int]) -> None:
+        counts["kafka_outputs"] += 1
         if record.value is None:
             return
         if record.topic == self.identified_topic:
-            self.counters["identified"].inc()
+            counts["identified"] += 1
             return
         metric = _KIND_METRICS.get(record.value.get("kind"))
         if metric:
-            self.counters[metric].inc()
+            counts[metric] += 1
 
 
 def _link_count(state) -> int:
@@ -237,17 +292,19 @@ def build_identity(events: DataStream, loop: DataStream, config: IdentityJobConf
     """Builds the keyed identity stages on valid events and the loopback messages.
 
     Args:
-        events: valid contract events as JSON strings (`events.valid`).
-        loop: the messages of :attr:`IdentityStreams.loop`, read back (a Kafka topic in production, any
-            feedback in tests).
+        events: valid contract events (`events.valid`) as JSON strings or raw Kafka records
+            (`runtime.kafka_raw_source`, decoded by the ingest operator).
+        loop: the messages of :attr:`IdentityStreams.loop`, read back (raw records of a Kafka topic in
+            production, strings of any feedback in tests).
         config: identity configuration.
 
     Returns:
         The loop messages, the Kafka records and the store ops.
     """
-    first = events.process(IngestEvents(config), output_type=Types.STRING()) \
+    first = events.process(IngestEvents(config), output_type=ROUTED_TYPE) \
         .name("ingest-events").uid("identity-ingest-events")
-    staged = first.union(loop).key_by(route_key, key_type=Types.STRING()) \
+    looped = loop.process(RouteLoop(), output_type=ROUTED_TYPE).name("route-loop").uid("identity-route-loop")
+    staged = key_by_first_field(first.union(looped), Types.STRING()) \
         .process(IdentityStages(config), output_type=Types.STRING()) \
         .name("identity-stages").uid("identity-stages")
     return IdentityStreams(loop=staged, kafka=staged.get_side_output(KAFKA_OUTPUTS),
@@ -302,9 +359,9 @@ def main(argv: list[str] | None = None) -> None:
     config = job_config(args)
     env = runtime.create_env(runtime.runtime_options(args))
     props = runtime.kafka_properties(args)
-    events = runtime.kafka_string_source(env, args.bootstrap, args.input_topic, args.group_id, props, "events")
-    loop = runtime.kafka_string_source(env, args.bootstrap, args.loop_topic, f"{args.group_id}-loop", props,
-                                       "identity-loop")
+    events = runtime.kafka_raw_source(env, args.bootstrap, args.input_topic, args.group_id, props, "events")
+    loop = runtime.kafka_raw_source(env, args.bootstrap, args.loop_topic, f"{args.group_id}-loop", props,
+                                    "identity-loop")
     streams = build_identity(events, loop, config)
     loop_sink = runtime.kafka_string_sink(args.bootstrap, args.loop_topic, args.exactly_once,
                                           "tagstream-identity-loop", props)
