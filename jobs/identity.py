@@ -52,6 +52,7 @@ from udfs.identity.gauges import StageGauges, pending_work
 from udfs.identity.pii import PII_KEY_ENV, PiiHasher, PiiKeyMissing
 from udfs.identity.records import DEFAULT_TOPICS, IDENTIFIED, KafkaRecord, topic_name
 from udfs.identity.routing import BLOCKS, COMPONENT, DIRECTORY, Block, Entry, Message, Slot, ingest, step
+from udfs.stores.ops import ops_to_json
 
 KAFKA_OUTPUTS = OutputTag("kafka-records", runtime.KAFKA_RECORD_TYPE)
 STORE_OPS = OutputTag("store-ops", Types.STRING())
@@ -96,7 +97,8 @@ class IdentityStreams:
             `loop` input of :func:`build_identity`.
         kafka: Kafka records as `(topic, key, value)` rows (`runtime.KAFKA_RECORD_TYPE`), keyed by person;
             value None is a tombstone (`profiles` of absorbed or erased persons).
-        store_ops: store ops as JSON strings (`udfs.stores.ops.op_from_dict`), for :class:`ApplyStoreOps`.
+        store_ops: store ops as JSON arrays (`udfs.stores.ops.ops_to_json`: every op of one input element, in
+            order), for `jobs.operators.ApplyStoreOps`.
     """
 
     loop: DataStream
@@ -234,6 +236,7 @@ class IdentityStages(KeyedProcessFunction):
         here = route_key(msg.stage, msg.key)
         queue = deque([msg])
         counts = dict.fromkeys(self.counters, 0)  # counters move once per element: each move crosses to the JVM
+        store_ops: list = []
         while queue:  # messages to another stage instance of this Flink key are handled here, in order
             msg = queue.popleft()
             messages, outputs = self._handle(msg, counts)
@@ -250,8 +253,10 @@ class IdentityStages(KeyedProcessFunction):
                     value_json = None if out.value is None else orjson.dumps(out.value).decode("utf-8")
                     yield KAFKA_OUTPUTS, Row(out.topic, out.key, value_json)
                 else:
-                    counts["store_ops"] += 1
-                    yield STORE_OPS, orjson.dumps(out.as_dict()).decode("utf-8")
+                    store_ops.append(out)
+        if store_ops:  # one element (a JSON array, written in order in one round trip per store)
+            counts["store_ops"] += len(store_ops)
+            yield STORE_OPS, ops_to_json(store_ops)
         for name, count in counts.items():
             if count:
                 self.counters[name].inc(count)

@@ -98,8 +98,9 @@ class LoopRun:
             raise RuntimeError(f"the job ended: {status}")
 
     def outputs(self) -> list[dict]:
-        """Every output document so far."""
-        return [orjson.loads(p.read_bytes()) for p in sorted(self.out.iterdir()) if not p.name.startswith(".")]
+        """Every output document so far; a JSON array (a batch of store ops) counts as its items, in order."""
+        documents = [orjson.loads(p.read_bytes()) for p in sorted(self.out.iterdir()) if not p.name.startswith(".")]
+        return [item for doc in documents for item in (doc if isinstance(doc, list) else [doc])]
 
     def stop(self) -> None:
         """Cancels the job."""
