@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script (flink run -py): make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -52,6 +54,7 @@ from udfs.identity.gauges import StageGauges, pending_work
 from udfs.identity.pii import PII_KEY_ENV, PiiHasher, PiiKeyMissing
 from udfs.identity.records import DEFAULT_TOPICS, IDENTIFIED, KafkaRecord, topic_name
 from udfs.identity.routing import BLOCKS, COMPONENT, DIRECTORY, Block, Entry, Message, Slot, ingest, step
+from udfs.state_cache import StateCache
 from udfs.stores.ops import ops_to_json
 
 KAFKA_OUTPUTS = OutputTag("kafka-records", runtime.KAFKA_RECORD_TYPE)
@@ -74,11 +77,18 @@ class IdentityJobConfig:
         identity: identifier types, limits, matching, topics, stores (`flink-conf/identity.yaml`).
         policies: profile attribute policies (`flink-conf/profile-policies.yaml`).
         forward_ttl_ms: state TTL of a component's forward pointer (messages in flight must find it).
+        state_cache_size: stage instances whose deserialized state each subtask keeps between calls
+            (`udfs.state_cache`); 0: read the state on every message.
+        state_cache_max_age_ms: a cached state is read from Flink again (which refreshes its TTL) when it
+            was last read or written longer ago than this: an idle state expires between its TTL minus
+            this and its TTL after its last use.
     """
 
     identity: IdentityConfig = field(default_factory=load_identity_config)
     policies: ProfilePolicies = field(default_factory=load_profile_policies)
     forward_ttl_ms: int = _DAY_MS
+    state_cache_size: int = 5000
+    state_cache_max_age_ms: int = 3_600_000
 
     def stage_ttl_ms(self) -> dict[str, int]:
         """Idle-state TTL per stage: directory entries live as long as tombstones or profiles, components
@@ -203,32 +213,46 @@ class IdentityStages(KeyedProcessFunction):
             *_KIND_METRICS.values())}
         self.work = StageGauges()
         self.levels = {name: runtime.Level(group.counter(name)) for name in self.work.values()}
+        self.cache: StateCache[tuple[Any, str]] = StateCache(self.config.state_cache_size,
+                                                            self.config.state_cache_max_age_ms)
 
-    def _load(self, stage: str) -> tuple[object, str | None]:
-        """A stage's state of the current key and its stored JSON text (None: nothing stored)."""
+    def _load(self, stage: str, key: str) -> tuple[Any, str | None]:
+        """A stage instance's state and its stored JSON text (None: nothing stored), from the state cache
+        (the objects last read or written: nothing else writes this key's state) or read from Flink."""
+        cached = self.cache.get(f"{stage}{ROUTE_SEP}{key}", _now_ms())
+        if cached is not None:
+            return cached
         raw = self.states[stage].value()
         if raw is None and stage == COMPONENT:
             raw = self.forward.value()
-        return (_STATE_CLASSES[stage].from_dict(orjson.loads(raw)) if raw is not None else None), raw
+        state = _STATE_CLASSES[stage].from_dict(orjson.loads(raw)) if raw is not None else None
+        if raw is not None:
+            self.cache.put(f"{stage}{ROUTE_SEP}{key}", (state, raw), _now_ms())
+        return state, raw
 
-    def _store(self, stage: str, state, raw: str | None) -> int:
-        """Stores a stage's state unless its JSON text is `raw` (as loaded: reads refresh the TTL too);
-        returns the size of its JSON text (0 when cleared)."""
+    def _store(self, stage: str, key: str, state, loaded, raw: str | None) -> int:
+        """Stores a stage instance's state unless its JSON text is `raw` (of the `loaded` state); returns the
+        size of its JSON text (0 when cleared)."""
+        cache_key = f"{stage}{ROUTE_SEP}{key}"
         data = state.to_dict()
         if data == _STATE_CLASSES[stage]().to_dict():  # nothing left (e.g. after an erasure)
+            self.cache.drop(cache_key)
             if raw is not None:
                 self.states[stage].clear()
                 if stage == COMPONENT:
                     self.forward.clear()
             return 0
         text = orjson.dumps(data).decode("utf-8")
-        if text == raw:
+        if text == raw:  # unchanged: a cached object changed in place still equals it, another one is dropped
+            if state is not loaded:
+                self.cache.drop(cache_key)
             return len(text)
         if stage == COMPONENT and state.forward is not None:  # short-lived pointer, state dropped
             self.states[stage].clear()
             self.forward.update(text)
         else:
             self.states[stage].update(text)
+        self.cache.put(cache_key, (state, text), _now_ms())
         return len(text)
 
     def process_element(self, value, ctx):
@@ -265,11 +289,15 @@ class IdentityStages(KeyedProcessFunction):
 
     def _handle(self, msg: Message, counts: dict[str, int]) -> tuple[list[Message], list]:
         """Runs one message through its stage (state loaded and stored); returns its messages and outputs."""
-        state, raw = self._load(msg.stage)
-        links_before = _link_count(state)
-        work_before = pending_work(state)
-        state, messages, outputs = step(state, msg, self.settings)
-        size = self._store(msg.stage, state, raw)
+        loaded, raw = self._load(msg.stage, msg.key)
+        links_before = _link_count(loaded)
+        work_before = pending_work(loaded)
+        try:
+            state, messages, outputs = step(loaded, msg, self.settings)
+        except Exception:
+            self.cache.drop(f"{msg.stage}{ROUTE_SEP}{msg.key}")  # the step may have changed the cached state
+            raise
+        size = self._store(msg.stage, msg.key, state, loaded, raw)
         if msg.stage == COMPONENT:
             self.work.observe(state, work_before, size)
         shipped = len(msg.body["slot"]["state"]["g"]["l"]) if msg.kind == "ship" and msg.body["slot"]["state"] else 0
@@ -286,6 +314,10 @@ class IdentityStages(KeyedProcessFunction):
         metric = _KIND_METRICS.get(record.value.get("kind"))
         if metric:
             counts[metric] += 1
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _link_count(state) -> int:
