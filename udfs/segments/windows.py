@@ -38,6 +38,8 @@ class Series:
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickles the retained items only, as a tuple of lists (the person's state is pickled on every write)."""
         head = self._head
+        if not head:  # the usual case: nothing evicted since the last compaction, no copies
+            return _series, (self._ts, self._ids, self._vals, self._pre)
         if self._vals is None or self._pre is None:
             return _series, (self._ts[head:], self._ids[head:], None, None)
         return _series, (self._ts[head:], self._ids[head:], self._vals[head:], self._pre[head:])
