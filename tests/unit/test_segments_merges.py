@@ -7,7 +7,7 @@ every event had carried its id from the start.
 from __future__ import annotations
 
 import orjson
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.test_segments_properties import CATALOG, KINDS, UNTIL, S, build
@@ -44,6 +44,8 @@ def merged_run(a_events: list[dict], b_events: list[dict], merge_ts: int):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows, rows, st.integers(0, 45 * S))
+# the survivor's own exit/entry due before the absorbed events (B's `nobuy` at 3000) keeps its time
+@example([(3001, "product_view", "a", "x", 0, False)] * 2, [(0, "product_view", "a", "x", 0, False)], 3001)
 def test_merge_then_events_is_one_person_from_the_start(a_rows, b_rows, merge_ts):
     a_events, b_events = renamed(build(a_rows), "a"), renamed(build(b_rows), "b")
     engine, (a_state, a_out), (b_state, b_out) = merged_run(a_events, b_events, merge_ts)

@@ -544,21 +544,25 @@ class Engine:
         self._observe(state, watermark)
         self._sync(state, run, None)
         events = [Ev(*row) for row in exported["events"] if row[1] not in state.seen]
-        state.consent.absorb(exported["consent"])
-        state.traits.absorb(exported["traits"])
-        for ev in events:
-            state.remember(ev)
         times = [ev.ts for ev in events]
         times += [int(u[0]) for u in exported["consent"]["updates"]]
         times += [int(u[0]) for ups in exported["traits"]["updates"].values() for u in ups]
         first_seen = int(exported["first_seen"])
         if first_seen < state.first_seen:
-            state.first_seen = first_seen
             times.append(first_seen)
+        horizon = state.horizon(self.config.allowed_lateness_ms)
+        if times and max(min(times), horizon) - 1 > state.frontier:
+            # nothing absorbed is older: what this person's own clock would have emitted before it comes first
+            self._advance_to(state, run, max(min(times), horizon) - 1)
+        state.consent.absorb(exported["consent"])
+        state.traits.absorb(exported["traits"])
+        for ev in events:
+            state.remember(ev)
+        state.first_seen = min(state.first_seen, first_seen)
         self._rebuild(state)
         if times:
             end = max(state.frontier, *times)
-            start = min(max(min(times), state.horizon(self.config.allowed_lateness_ms)), end)
+            start = min(max(min(times), horizon), end)
             run.cause, run.detail = "merge", {"from": str(exported["person_id"])}
             run.clock = state.frontier
             for name in sorted(self.catalog.segments):
