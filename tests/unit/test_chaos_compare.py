@@ -51,6 +51,19 @@ def test_changed_extra_and_conflicting_records_fail():
     assert not conflicting.ok and conflicting.conflicts == ["a"]
 
 
+def test_changed_records_report_which_fields_differ():
+    clean = idx([valid("a", n=1, same=0), valid("b", n=2, same=0), valid("c")])
+    faulted = idx([valid("a", n=5, same=0), valid("b", same=0, extra=True), valid("c")])
+    diff = compare.diff_outputs("v", clean, faulted, sample_size=1)
+    assert diff.changed == ["a", "b"]
+    assert diff.changed_fields == {"extra": 1, "n": 2}
+    assert diff.changed_sample == [{"key": "a", "clean": {"n": 1}, "faulted": {"n": 5}}]
+    assert compare.field_diff({"n": 2}, {"extra": True}) == ({"extra": "<missing>", "n": 2},
+                                                              {"extra": True, "n": "<missing>"})
+    assert compare.field_diff([1], [2]) == ({".": [1]}, {".": [2]})
+    assert compare.field_diff("x", "x") == ({}, {})
+
+
 def test_dead_letters_compare_across_private_topics_and_wall_clock():
     other = {k: v.replace("run1", "run2") for k, v in TOPICS.items()}
     clean = idx([dead(1, at=5), dead(2)], DLQ)
@@ -113,8 +126,9 @@ def test_pipeline_change_records_are_keyed_by_idempotency_key_and_tombstones_ski
     b = orjson.dumps({"kind": "profile", "person_id": "p-a", "event_id": "e1", "version": 9, "attributes": {}})
     # versions order writes within one run only: the same change at another version is the same record
     assert compare.diff_outputs("profiles", idx([a], profiles), idx([b], profiles)).ok
-    changes = reader("segment-changes")
-    assert changes.normalize(orjson.dumps({"key": "c1", "op": "enter"}), TOPICS) == ("c1", {"key": "c1", "op": "enter"})
+    erasures = reader("erasures")
+    assert erasures.normalize(None, TOPICS) is None
+    assert erasures.normalize(orjson.dumps({"idempotency_key": "c1"}), TOPICS) == ("c1", {"idempotency_key": "c1"})
 
 
 def test_only_order_independent_metrics_must_match_the_clean_run():
@@ -157,13 +171,45 @@ def test_after_a_restart_only_the_jobs_reading_the_recorded_input_stay_within_th
     assert compare.metric_problems(clean, too_many, True, *args)
 
 
-def test_sessions_are_compared_by_session_and_kind_without_updates_or_versions():
+def session(kind: str, sid: str, version: int, **body) -> bytes:
+    return orjson.dumps({"kind": kind, "key": f"{sid}:{kind}:{version}", "version": version, "person_id": "p1",
+                         "session_id": sid, "status": "closed" if kind != "open" else "open", **body})
+
+
+def test_sessions_are_compared_as_the_final_sessions_a_consumer_keeps():
     sessions = reader("sessions")
-    close = {"kind": "close", "person_id": "p1", "session_id": "s1", "event_count": 3}
-    a = orjson.dumps({**close, "key": "s1:close:3", "version": 3})
-    b = orjson.dumps({**close, "key": "s1:close:5", "version": 5})
-    update = orjson.dumps({**close, "kind": "update", "key": "s1:update:2", "version": 2})
-    assert sessions.normalize(update, TOPICS) is None
-    assert compare.diff_outputs("sessions", idx([a, update], sessions), idx([b], sessions)).ok
-    other = orjson.dumps({**close, "event_count": 4, "key": "s1:close:4", "version": 4})
-    assert compare.diff_outputs("sessions", idx([a], sessions), idx([other], sessions)).changed == ["p1:s1:close"]
+    clean = [session("open", "s1", 1, start_ms=10), session("close", "s1", 2, start_ms=10, events=3)]
+    # A restart: s2 opened first (an event of s1 arrived after it), then a correction merged s2 into s1;
+    # a replayed copy of the open record; versions differ.
+    faulted = [session("open", "s2", 1, start_ms=20), session("open", "s2", 1, start_ms=20),
+               session("correction", "s1", 4, start_ms=10, events=3, replaces=[{"session_id": "s2"}],
+                       cause="late_event")]
+    diff = compare.diff_outputs("sessions", sessions.index(clean, TOPICS), sessions.index(faulted, TOPICS))
+    assert diff.ok, diff
+    assert list(sessions.index(faulted, TOPICS).records) == ["p1:s1"]
+    fewer = [session("open", "s1", 1, start_ms=10), session("close", "s1", 2, start_ms=10, events=2)]
+    assert compare.diff_outputs("sessions", sessions.index(clean, TOPICS),
+                                sessions.index(fewer, TOPICS)).changed_fields == {"events": 1}
+    lost = [session("open", "s1", 1, start_ms=10)]  # the close never came: the session is still open
+    assert not compare.diff_outputs("sessions", sessions.index(clean, TOPICS), sessions.index(lost, TOPICS)).ok
+
+
+def change(key: str, op: str, ts: int, tag: str = "t1", retracts: str | None = None, **extra) -> bytes:
+    return orjson.dumps({"kind": "segment_change", "key": key, "person_id": "p1", "tag": tag, "op": op,
+                         "ts_ms": ts, "retraction": retracts is not None, "retracts": retracts,
+                         "correction": False, **extra})
+
+
+def test_segment_changes_are_compared_as_the_memberships_a_consumer_derives():
+    changes = reader("segment-changes")
+    clean = [change("k1", "enter", 10), change("k2", "exit", 50)]
+    # A restart: k2 was first computed at 40, retracted once late evidence arrived, then re-emitted at 50 as a
+    # correction; k1 replayed.
+    faulted = [change("k1", "enter", 10), change("k3", "exit", 40), change("r3", "exit", 40, retracts="k3"),
+               change("k1", "enter", 10), change("k2", "exit", 50, correction=True)]
+    assert compare.diff_outputs("s", changes.index(clean, TOPICS), changes.index(faulted, TOPICS)).ok
+    assert changes.index(clean, TOPICS).records == {"p1:t1": [[10, 50]]}
+    lost_exit = compare.diff_outputs("s", changes.index(clean, TOPICS), changes.index(clean[:1], TOPICS))
+    assert lost_exit.changed == ["p1:t1"]
+    unpaired = changes.index([change("k1", "enter", 10), change("k4", "enter", 20)], TOPICS)
+    assert list(unpaired.records) == ["p1:invalid"]

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.chaos", description=__doc__)
     parser.add_argument("--scenarios", nargs="+", choices=ALL_SCENARIOS, default=list(ALL_SCENARIOS))
     parser.add_argument("--quick", action="store_true",
-                        help="smaller input, one TaskManager kill, 5 s outages")
+                        help="smaller input (1200 records, a corpus of ~1070 cases), one TaskManager kill, 5 s outages")
     parser.add_argument("--profile", default="test", help="stack profile (default test)")
     parser.add_argument("--suite", choices=sorted(SUITES), default="pipeline",
                         help="pipeline: ingest -> identity -> sessions, segments with Redis and DynamoDB (default); "
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         items, truths = control_input(records)
         outcomes = run_scenarios(stack, SUITES[args.suite], args.scenarios, items, truths, faults,
-                                 corpus_scale=50 if args.quick else 100, on_outcome=partial(write, complete=False),
+                                 corpus_scale=70 if args.quick else 100, on_outcome=partial(write, complete=False),
                                  chunks=6 if args.quick else 10, pause_s=1.0 if args.quick else 2.0)
     finally:
         if not (was_up or args.keep_stack):

@@ -65,6 +65,8 @@ class OutputDiff:
         conflicts: keys with two contents within the faulted run (never allowed).
         duplicates: extra copies in the faulted run (allowed, reported).
         clean_duplicates: extra copies in the clean run (reported).
+        changed_fields: for the changed keys, how often each top-level field differed (what to look at).
+        changed_sample: a few changed records, only their differing fields, clean and faulted side by side.
     """
 
     output: str
@@ -75,6 +77,8 @@ class OutputDiff:
     conflicts: list[str]
     duplicates: int
     clean_duplicates: int
+    changed_fields: dict[str, int] = field(default_factory=dict)
+    changed_sample: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -90,13 +94,35 @@ class OutputDiff:
         return data
 
 
-def diff_outputs(output: str, clean: OutputIndex, faulted: OutputIndex) -> OutputDiff:
-    """Compares the de-duplicated outputs of the clean and the faulted run."""
+def diff_outputs(output: str, clean: OutputIndex, faulted: OutputIndex, sample_size: int = 3) -> OutputDiff:
+    """Compares the de-duplicated outputs of the clean and the faulted run (`sample_size`: changed records
+    shown field by field in the diff)."""
     lost = [k for k in clean.records if k not in faulted.records]
     unexpected = [k for k in faulted.records if k not in clean.records]
     changed = [k for k, v in clean.records.items() if k in faulted.records and faulted.records[k] != v]
+    counts: dict[str, int] = {}
+    sample: list[dict[str, Any]] = []
+    for key in changed:
+        before, after = field_diff(clean.records[key], faulted.records[key])
+        for name in before:
+            counts[name] = counts.get(name, 0) + 1
+        if len(sample) < sample_size:
+            sample.append({"key": key, "clean": before, "faulted": after})
     return OutputDiff(output, len(clean.records), lost, unexpected, changed, list(faulted.conflicts),
-                      faulted.duplicates, clean.duplicates)
+                      faulted.duplicates, clean.duplicates, dict(sorted(counts.items())), sample)
+
+
+_MISSING = "<missing>"
+
+
+def field_diff(clean: Any, faulted: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The top-level fields in which two record contents differ, each side's values (`<missing>` where a side
+    lacks the field); contents that are not mappings compare as one field `.`."""
+    if not (isinstance(clean, dict) and isinstance(faulted, dict)):
+        return ({".": clean}, {".": faulted}) if clean != faulted else ({}, {})
+    names = sorted(n for n in clean.keys() | faulted.keys()
+                   if clean.get(n, _MISSING) != faulted.get(n, _MISSING))
+    return ({n: clean.get(n, _MISSING) for n in names}, {n: faulted.get(n, _MISSING) for n in names})
 
 
 Counters = dict[str, int]

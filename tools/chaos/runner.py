@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from tools.chaos.compare import Counters, OutputIndex, index
+from tools.chaos.compare import Counters, OutputIndex
 from tools.chaos.stores import StoreNamespace, StoreSnapshot, allocate, release, settled_snapshot
-from tools.chaos.suite import Suite, SuiteJob, Topics
+from tools.chaos.suite import OutputReader, Suite, SuiteJob, Topics
 from tools.flink_jobs import cancel, num_restarts, operator_metrics, submit, wait_running
 from tools.kafka_io import consume, delete_topics, private_topics, produce
 from tools.stack import Stack
@@ -135,7 +135,11 @@ class RunResult:
     stores: StoreSnapshot | None = None
 
 
-_CHECKPOINTS = ["--checkpoint-interval", "2s"]
+# Checkpoints every 5 s; under the load of a chaos run on 2 cores (four jobs per run, two runs side by side)
+# a checkpoint can outlast its timeout: a few such failures must not fail the job (a restart would count as
+# a fault's effect, or break "the job never restarts" on the hostile corpus). Restarts still come only from
+# real failures (`numRestarts`).
+_CHECKPOINTS = ["--checkpoint-interval", "5s", "--conf", "execution.checkpointing.tolerable-failed-checkpoints=20"]
 
 
 def job_flags(stack: Stack, job: SuiteJob, topics: Topics, namespace: StoreNamespace | None) -> list[str]:
@@ -244,11 +248,11 @@ class Run:
                 else:
                     time.sleep(pause_s)
             ctx.note("input produced")
-            if any(out.topic not in expected for out in self.suite.outputs):
+            if any(out.topic not in expected or out.fold is not None for out in self.suite.outputs):
                 ctx.settled_counters(timeout_s=timeout_s)
                 ctx.note("jobs idle")
             deadline = time.monotonic() + timeout_s  # one wait for all outputs (each gets at least 10 s)
-            outputs = {out.topic: self._read(out.topic, out.normalize, expected.get(out.topic, 0),
+            outputs = {out.topic: self._read(out, 0 if out.fold else expected.get(out.topic, 0),
                                              max(deadline - time.monotonic(), 10.0))
                        for out in self.suite.outputs}
             ctx.note("outputs read")
@@ -262,15 +266,15 @@ class Run:
         finally:
             self._cleanup(ctx.job_ids)
 
-    def _read(self, topic: str, normalize: Callable[[bytes, Topics], tuple[str, object] | None], expected: int,
-              timeout_s: float) -> OutputIndex:
+    def _read(self, reader: OutputReader, expected: int, timeout_s: float) -> OutputIndex:
+        """Reads an output until `expected` distinct keys arrived (a folded output: until it is quiet)."""
         def key(value: bytes) -> str | None:
-            found = normalize(value, self.topics)
+            found = reader.normalize(value, self.topics)
             return found[0] if found else None
 
-        values = consume(self.stack.ports.bootstrap, self.topics[topic], expected, timeout_s=timeout_s,
+        values = consume(self.stack.ports.bootstrap, self.topics[reader.topic], expected, timeout_s=timeout_s,
                          settle_s=5, key=key)
-        return index(values, lambda v: normalize(v, self.topics))
+        return reader.index(values, self.topics)
 
     def _restarts(self, job_ids: list[str]) -> int:
         return sum(num_restarts(self.stack.ports, jid) for jid in job_ids)

@@ -14,9 +14,12 @@ from typing import Any
 
 import orjson
 
-from tools.chaos.compare import Counters, Normalized
+from tools.chaos.compare import Counters, Normalized, OutputIndex, index
 from tools.flink_jobs import JOBS, JobSpec
 from udfs.contract import REASONS
+from udfs.segments.reference import net_intervals
+from udfs.sessions.records import Output
+from udfs.sessions.reference import final_sessions
 
 Topics = dict[str, str]  # logical topic name -> the run's private topic
 
@@ -45,10 +48,18 @@ class OutputReader:
         normalize: (raw value, the run's topics) -> (idempotency key, content); removes what legitimately
             differs between runs (wall-clock stamps, private topic names). Records it returns None for
             (tombstones) are not compared.
+        fold: turns the normalized records, in the order read, into what a consumer of the topic ends up with
+            (e.g. the final sessions), compared instead of the records themselves; None: the records are.
     """
 
     topic: str
     normalize: Callable[[bytes, Topics], Normalized | None]
+    fold: Callable[[list[Normalized]], list[Normalized]] | None = None
+
+    def index(self, values: list[bytes], topics: Topics) -> OutputIndex:
+        """The records read, normalized (and folded), de-duplicated by key."""
+        found = [f for v in values if (f := self.normalize(v, topics)) is not None]
+        return index(self.fold(found) if self.fold is not None else found, lambda f: f)
 
 
 @dataclass(frozen=True)
@@ -159,17 +170,62 @@ def _profile_change(raw: bytes | None, topics: Topics) -> Normalized | None:
     return f"{record['person_id']}:{record['event_id']}", record
 
 
-def _session_change(raw: bytes | None, topics: Topics) -> Normalized | None:
-    """A `sessions` record compared by (session, kind): `update` records (one per event, superseded by the
-    close) are left out, and the version (which counts changes, so it depends on how a restart interleaved
-    the input partitions) is not compared; the open, close and correction contents are."""
+def _session_record(raw: bytes | None, topics: Topics) -> Normalized | None:
+    """A `sessions` record by session id (tombstones skipped); folded by :func:`_final_sessions`."""
     if raw is None:
         return None
     record = orjson.loads(raw)
-    if record.get("kind") == "update":
+    return str(record.get("session_id")), record
+
+
+# What legitimately differs between two runs' final session records: the record kind and its idempotency
+# key and version (a session closed on time in one run may be closed by a correction in the other: versions
+# count changes, which depend on how a restart interleaved the input partitions) and what a correction says
+# it replaced and why.
+_SESSION_BOOKKEEPING = ("kind", "key", "version", "replaces", "cause")
+
+
+def _final_sessions(records: list[Normalized]) -> list[Normalized]:
+    """The sessions a consumer ends up with (`udfs.sessions.reference.final_sessions`: the latest record per
+    session id; a correction removes the ids it replaces), by person and session, without bookkeeping.
+
+    Intermediate records (`open`, `update`, and a session whose start a late event moved) depend on the
+    order of arrival, which a restart changes; the final sessions do not (docs/sessions.md).
+    """
+    final = final_sessions(Output(str(r.get("kind")), key, r) for key, r in records)
+    return [(f"{r.get('person_id')}:{sid}", {k: v for k, v in r.items() if k not in _SESSION_BOOKKEEPING})
+            for sid, r in final.items()]
+
+
+def _segment_change(raw: bytes | None, topics: Topics) -> Normalized | None:
+    """A `segment-changes` record by person (tombstones skipped); folded by :func:`_memberships`."""
+    if raw is None:
         return None
-    content = {k: v for k, v in record.items() if k not in ("key", "version")}
-    return f"{record.get('person_id')}:{record.get('session_id')}:{record.get('kind')}", content
+    record = orjson.loads(raw)
+    return str(record.get("person_id")), record
+
+
+def _memberships(records: list[Normalized]) -> list[Normalized]:
+    """Each person's tag membership intervals as a consumer derives them from the change records
+    (`udfs.segments.reference.net_intervals`: retracted changes and retractions dropped, the rest paired).
+
+    Whether a change was a correction, and what a retraction cancelled, depends on when the job's watermark
+    passed (a restart resets it); the resulting memberships do not. A person whose records do not pair up
+    (an enter while in, an exit while out) yields an `invalid` entry, which differs from the clean run's.
+    At-least-once copies of a change (same idempotency key) count once.
+    """
+    by_person: dict[str, dict[str, dict[str, Any]]] = {}
+    for person, record in records:  # at-least-once copies share the key: keep one
+        by_person.setdefault(person, {}).setdefault(str(record.get("key")), record)
+    out: list[Normalized] = []
+    for person, changes in by_person.items():
+        try:
+            intervals = net_intervals(changes.values())
+        except AssertionError as err:
+            out.append((f"{person}:invalid", str(err)))
+            continue
+        out += [(f"{person}:{tag}", [list(i) for i in spans]) for tag, spans in intervals.items()]
+    return out
 
 
 def _pipeline_balance(c: Counters) -> list[str]:
@@ -222,7 +278,8 @@ PIPELINE = Suite(
     ),
     outputs=(*INGEST.outputs, OutputReader("person-merges", _by_key("idempotency_key")),
              OutputReader("profiles", _profile_change), OutputReader("erasures", _by_key("idempotency_key")),
-             OutputReader("sessions", _session_change), OutputReader("segment-changes", _by_key("key"))),
+             OutputReader("sessions", _session_record, _final_sessions),
+             OutputReader("segment-changes", _segment_change, _memberships)),
     balance=_pipeline_balance,
     expected=_ingest_expected,
     setup=_pipeline_setup,
