@@ -6,7 +6,8 @@ runs prepared side by side never see each other's writes. At the end, :func:`sna
 entry, normalized for comparison with another run:
 
 - the version guard's bookkeeping is dropped (Redis `_v`; DynamoDB `version`; profile hashes' `version`
-  field): versions order writes within one run (they pack event time with a per-component counter, which
+  field; the segments items' `as_of`, the event-time clock at the write): versions order writes within one
+  run (they pack event time with a per-component counter, which
   depends on the order in which the identity job's keyed stages saw their messages), the data is what must
   be identical;
 - tombstones (Redis `_t`-only hashes, DynamoDB `_tombstone` items) are left out: they are the record of a
@@ -34,7 +35,9 @@ from udfs.topology import TABLES
 
 REDIS_DATABASES = 15  # 1..15: database 0 is the stack's own
 _VOLATILE_REDIS_FIELDS = {b"_v", b"version"}
-_VOLATILE_DYNAMO_ATTRS = {"version"}
+# `as_of` (segments items): the person's event-time clock at the write, which follows the watermark, so it
+# depends on when the write happened relative to the input; the membership itself does not.
+_VOLATILE_DYNAMO_ATTRS = {"version", "as_of"}
 _next_db = itertools.count()
 _db_lock = threading.Lock()
 

@@ -251,7 +251,12 @@ def _pipeline_setup(bootstrap: str, topics: Topics) -> None:
 
 
 # Event time moves only with the input in chaos runs (--no-idle-clock): the idle clock follows the wall
-# clock, which differs between the clean and the faulted run.
+# clock, which differs between the clean and the faulted run. For the same reason a partition of the
+# sessions and segments jobs' input counts as idle only after 30 s of silence (--idle-timeout, default 1 s):
+# with 1 s, the pause between input chunks or a stall (an outage's backpressure) marked partitions idle, and
+# whichever partition resumed first moved the watermark alone, so events of the others became late in one
+# run and not in the other (segment memberships differed even between runs without a restart).
+_EVENT_TIME = ["--no-idle-clock", "--idle-timeout", "30s"]
 PIPELINE = Suite(
     name="pipeline",
     input_topic="events",
@@ -269,12 +274,12 @@ PIPELINE = Suite(
             "--events-topic", t["events.identified"], "--merges-topic", t["person-merges"],
             "--sessions-topic", t["sessions"], "--late-topic", t["events.late"],
             "--handoff-topic", t["sessions.handoff"], "--group-id", t["events.valid"] + ".sessions",
-            "--no-idle-clock"], stores=True),
+            *_EVENT_TIME], stores=True),
         SuiteJob(_job("segments"), lambda t: [
             "--input-topic", t["events.identified"], "--definitions-topic", t["segment-definitions"],
             "--changes-topic", t["segment-changes"], "--late-topic", t["events.late"],
             "--merges-topic", t["person-merges"], "--handoff-topic", t["segments.handoff"],
-            "--group-id", t["events.valid"] + ".segments", "--no-idle-clock"], stores=True),
+            "--group-id", t["events.valid"] + ".segments", *_EVENT_TIME], stores=True),
     ),
     outputs=(*INGEST.outputs, OutputReader("person-merges", _by_key("idempotency_key")),
              OutputReader("profiles", _profile_change), OutputReader("erasures", _by_key("idempotency_key")),
