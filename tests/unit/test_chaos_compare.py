@@ -213,3 +213,13 @@ def test_segment_changes_are_compared_as_the_memberships_a_consumer_derives():
     assert lost_exit.changed == ["p1:t1"]
     unpaired = changes.index([change("k1", "enter", 10), change("k4", "enter", 20)], TOPICS)
     assert list(unpaired.records) == ["p1:invalid"]
+
+
+def test_late_events_are_compared_by_job_and_event_without_the_watermark():
+    late = reader("events.late")
+    record = {"kind": "late", "key": "segments:e1", "job": "segments", "reason": "too_late", "event_id": "e1",
+              "ts_ms": 5, "watermark": 400_000, "detail": "event time 5 is before watermark 400000 - ..."}
+    clean = late.index([orjson.dumps(record)], TOPICS)
+    later = late.index([orjson.dumps({**record, "watermark": 900_000, "detail": "..."}), None], TOPICS)
+    assert compare.diff_outputs("events.late", clean, later).ok
+    assert compare.diff_outputs("events.late", clean, late.index([], TOPICS)).lost == ["segments:e1"]

@@ -228,6 +228,15 @@ def _memberships(records: list[Normalized]) -> list[Normalized]:
     return out
 
 
+def _late_event(raw: bytes | None, topics: Topics) -> Normalized | None:
+    """An `events.late` record by its key (`<job>:<event id>`): which event a job refused and why; the
+    watermark it was refused at (and the text quoting it) depends on timing, not compared."""
+    if raw is None:
+        return None
+    record = orjson.loads(raw)
+    return str(record["key"]), {k: record.get(k) for k in ("job", "reason", "event_id", "ts_ms")}
+
+
 def _pipeline_balance(c: Counters) -> list[str]:
     problems = _ingest_balance(c)
     if "events_in" in c and c.get("unreadable_events", 0):
@@ -284,7 +293,8 @@ PIPELINE = Suite(
     outputs=(*INGEST.outputs, OutputReader("person-merges", _by_key("idempotency_key")),
              OutputReader("profiles", _profile_change), OutputReader("erasures", _by_key("idempotency_key")),
              OutputReader("sessions", _session_record, _final_sessions),
-             OutputReader("segment-changes", _segment_change, _memberships)),
+             OutputReader("segment-changes", _segment_change, _memberships),
+             OutputReader("events.late", _late_event)),
     balance=_pipeline_balance,
     expected=_ingest_expected,
     setup=_pipeline_setup,
