@@ -8,6 +8,7 @@ serialized between steps, as RocksDB would.
 from __future__ import annotations
 
 import random
+from collections import deque
 from dataclasses import replace
 from typing import Any
 
@@ -15,6 +16,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from jobs.identity import route_key
 from udfs.identity.engine import IdentityService, Settings
 from udfs.identity.gauges import StageGauges, pending_work
 from udfs.identity.pii import PiiHasher
@@ -46,14 +48,31 @@ class Cluster:
         self.steps = 0
         self.gauges = StageGauges()  # what the wrapper's component-stage gauges would read
         self.pending_seen = 0
+        self.same_key_at_once = False
+        self.calls = 0
+        self.inputs: list[Message] = []  # messages of input events (through the network, not the loop)
+        self.written: list[Message] = []  # messages to the loop topic
 
     def send(self, event: dict[str, Any]) -> None:
-        self.queue += ingest(event, self.settings)
+        messages = ingest(event, self.settings)
+        self.queue += messages
+        self.inputs += messages
 
-    def run(self) -> None:
-        while self.queue:
+    def run(self, limit: int | None = None) -> None:
+        """Delivers queued messages in the order `rnd` picks until none is left (or after `limit` calls)."""
+        stop = None if limit is None else self.calls + limit
+        while self.queue and (stop is None or self.calls < stop):
             i = self.rnd.randrange(len(self.queue)) if self.rnd else 0
-            msg = Message.from_bytes(self.queue.pop(i).to_bytes())
+            self.call(self.queue.pop(i))
+
+    def call(self, first: Message) -> None:
+        """Delivers a message; with `same_key_at_once`, its messages to the same Flink key are handled in the
+        same call, as the wrapper does, and only the others go to the loop (`written`)."""
+        here = route_key(first.stage, first.key)
+        local = deque([first])
+        self.calls += 1
+        while local:
+            msg = Message.from_bytes(local.popleft().to_bytes())
             where = (msg.stage, msg.key)
             state = self.states.get(where)
             if state is not None:  # what the wrapper keeps is bytes
@@ -63,7 +82,12 @@ class Cluster:
             if msg.stage == COMPONENT:
                 self.gauges.observe(self.states[where], before, len(orjson.dumps(self.states[where].to_dict())))
                 self.pending_seen = max(self.pending_seen, self.gauges.pending_observations)
-            self.queue += messages
+            for out in messages:
+                if self.same_key_at_once and route_key(out.stage, out.key) == here:
+                    local.append(out)
+                else:
+                    self.queue.append(out)
+                    self.written.append(out)
             self.outputs += outputs
             self.steps += 1
             assert self.steps < 100_000, "the protocol does not terminate"
@@ -206,3 +230,56 @@ def test_the_deepest_event_the_contract_accepts_fits_in_every_message_and_output
     for out in cluster.outputs:  # and every output as the sinks do
         orjson.dumps(out.as_dict())
     assert any(isinstance(o, KafkaRecord) and o.value and o.value.get("event_id") == "deep" for o in cluster.outputs)
+
+
+
+Snapshot = tuple[dict[tuple[str, str], Any], list[Message], int]
+
+
+def checkpoint(cluster: Cluster) -> Snapshot:
+    """Stage states (serialized), the loop messages not consumed yet and the loop topic's length.
+
+    The barrier follows the input events read so far: their calls complete before the snapshot.
+    """
+    for msg in [m for m in cluster.queue if any(m is i for i in cluster.inputs)]:
+        cluster.queue.remove(msg)
+        cluster.call(msg)
+    states = {k: type(s).from_dict(orjson.loads(orjson.dumps(s.to_dict()))) for k, s in cluster.states.items()}
+    return states, list(cluster.queue), len(cluster.written)
+
+
+def fail_over(cluster: Cluster, snapshot: Snapshot, replay: list[dict[str, Any]]) -> None:
+    """A TaskManager failure with at-least-once sinks: states go back to the checkpoint, the loop source
+    re-reads what it had not consumed at the checkpoint plus every message the failed attempt wrote after
+    it, and the input since the checkpoint is replayed (its messages are written again)."""
+    states, unconsumed, written = snapshot
+    cluster.states = states
+    cluster.queue = [*unconsumed, *cluster.written[written:]]
+    for event in replay:
+        cluster.send(event)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events(), st.randoms(use_true_random=False), st.data())
+def test_a_failover_with_redelivered_loop_messages_converges_to_the_reference(
+        spec: list[Any], rnd: Any, data: st.DataObject) -> None:
+    svc = reference()
+    for e in spec:
+        svc.process(e)
+    cut = data.draw(st.integers(0, len(spec)), label="events before the checkpoint")
+    cluster = Cluster(svc.settings, rnd)
+    cluster.same_key_at_once = True
+    for e in spec[:cut]:
+        cluster.send(e)
+    cluster.run(limit=data.draw(st.integers(0, 60), label="steps before the checkpoint"))
+    snapshot = checkpoint(cluster)
+    for e in spec[cut:]:
+        cluster.send(e)
+    cluster.run(limit=data.draw(st.integers(0, 200), label="steps before the failure"))
+    fail_over(cluster, snapshot, spec[cut:])
+    cluster.run()
+    view = cluster.view()
+    assert view.mapping() == svc.mapping()
+    assert view.profiles() == svc.profiles()
+    assert view.refusals() == svc.refusals()
+    assert not any(s.pending for s in cluster.live().values())

@@ -220,6 +220,9 @@ def component_step(slot: Slot | None, msg: Message, settings: Settings) -> Step:
         slot.claiming |= shipped.claiming
         out += [Message("repoint", DIRECTORY, k, {"old": body["from"], "new": me})
                 for k in sorted(shipped.identifiers())]
+        # a no-op at a forward pointer; a shipper restored to a checkpoint before its ship (a redelivered
+        # ship) is live again and still owns the identifiers repointed here: it ships again
+        out.append(Message("unite", COMPONENT, body["from"], {"into": me}))
     elif msg.kind == "apply":
         slot.granted.update(body["granted"])
         out += _claim(slot, body, me, settings)
