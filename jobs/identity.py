@@ -14,6 +14,12 @@ Run it in a MiniCluster (`python jobs/identity.py --bootstrap ...`) or on a clus
 (`flink run -py jobs/identity.py -- --bootstrap ...`); `--help` lists every flag. The HMAC key of PII
 comes from `TAGSTREAM_PII_KEY` only (client and TaskManagers); the job fails at once without it.
 
+Delivery is exactly-once by default (transactional writes to every topic, the loop included, committed
+when a checkpoint completes; checkpoints every second by default): which person an event is annotated with
+depends on the order the stages saw their messages, and a restore replays them in another order, so with
+at-least-once writes (`--no-exactly-once`: outputs visible at once, not at the next checkpoint) a TaskManager
+failure can deliver a replayed event under two person ids (docs/identity.md, "Delivery").
+
 Metrics (operator metric group `tagstream`): `events_in`, `identified`, `links`, `merges`, `splits`,
 `refused_merges`, `review_candidates`, `erasures`, `loop_messages`, `local_messages`, `kafka_outputs`,
 `store_ops`, the gauges `pending_observations`, `pending_claims`, `component_size_max`, `component_links_max`,
@@ -358,7 +364,7 @@ def require_pii_key() -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parses the identity job's flags."""
-    parser = runtime.job_parser("identity", __doc__, stores=True)
+    parser = runtime.job_parser("identity", __doc__, stores=True, exactly_once=True, checkpoint_interval_ms=1000)
     group = parser.add_argument_group("identity")
     group.add_argument("--input-topic", default="events.valid", help="valid events topic (default events.valid)")
     group.add_argument("--loop-topic", default="identity-loop",
@@ -401,10 +407,10 @@ def main(argv: list[str] | None = None) -> None:
                                     "identity-loop")
     streams = build_identity(events, loop, config)
     loop_sink = runtime.kafka_string_sink(args.bootstrap, args.loop_topic, args.exactly_once,
-                                          "tagstream-identity-loop", props)
+                                          f"{args.group_id}-loop", props)
     streams.loop.sink_to(loop_sink).name("kafka-sink-loop").uid("identity-kafka-sink-loop")
     topics = sorted({topic_name(config.identity, role) for role in DEFAULT_TOPICS})
-    runtime.kafka_keyed_sink(env, streams.kafka, args.bootstrap, args.exactly_once, "tagstream-identity", props,
+    runtime.kafka_keyed_sink(env, streams.kafka, args.bootstrap, args.exactly_once, f"{args.group_id}-outputs", props,
                              "identity-outputs", topics=topics)
     write_store_ops(streams.store_ops, args, "identity")
     env.execute("tagstream-identity")

@@ -6,6 +6,11 @@
 Run it in a MiniCluster (`python jobs/ingest.py --bootstrap ...`) or on a cluster
 (`flink run -py jobs/ingest.py -- --bootstrap ...`). `--help` lists every flag.
 
+Delivery is exactly-once by default (transactional writes committed when a checkpoint completes, every
+second by default): a restore re-emits events whose de-duplication state was rolled back, and the identity
+job may annotate such a copy with another person id than the first (README "Decisions").
+`--no-exactly-once` writes at once.
+
 Metrics (operator metric group `tagstream`), which reconcile exactly:
 `records_in` = `valid` + `duplicates` + `dead_lettered` (also per reason: `dead_lettered_<reason>`).
 """
@@ -103,7 +108,7 @@ def build_ingest(raw: DataStream, config: IngestConfig) -> IngestStreams:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parses the ingest job's flags."""
-    parser = runtime.job_parser("ingest", __doc__)
+    parser = runtime.job_parser("ingest", __doc__, exactly_once=True, checkpoint_interval_ms=1000)
     group = parser.add_argument_group("ingest")
     group.add_argument("--input-topic", default="events", help="raw events topic (default events)")
     group.add_argument("--valid-topic", default="events.valid", help="valid events topic (default events.valid)")
@@ -130,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     streams = build_ingest(raw, config)
     for stream, topic, name in ((streams.valid, args.valid_topic, "valid"),
                                 (streams.dead_letters, args.dlq_topic, "dead-letters")):
-        sink = runtime.kafka_string_sink(args.bootstrap, topic, args.exactly_once, f"tagstream-ingest-{name}", props)
+        sink = runtime.kafka_string_sink(args.bootstrap, topic, args.exactly_once, f"{args.group_id}-{name}", props)
         stream.sink_to(sink).name(f"kafka-sink-{name}").uid(f"ingest-kafka-sink-{name}")
     env.execute("tagstream-ingest")
 

@@ -242,8 +242,10 @@ def kafka_string_sink(bootstrap: str, topic: str, exactly_once: bool, transactio
         bootstrap: Kafka bootstrap servers.
         topic: target topic.
         exactly_once: transactional writes committed on checkpoints (consumers must read_committed); when
-            false, at-least-once with low latency — every tagstream consumer de-duplicates by id anyway.
-        transactional_prefix: unique per job and sink (required for exactly-once).
+            false, at-least-once with low latency: enough where a replay writes the same records again (the
+            consumers de-duplicate by id), not where it can write different ones (the identity job).
+        transactional_prefix: unique per deployed job and sink (jobs derive it from their consumer group):
+            two running jobs with one prefix fence each other's transactions.
         properties: extra Kafka producer properties.
     """
     builder = KafkaSink.builder().set_bootstrap_servers(bootstrap).set_record_serializer(
@@ -297,7 +299,8 @@ class EventTime:
 
 
 def job_parser(prog: str, description: str | None, event_time: bool = False,
-               stores: bool = False) -> argparse.ArgumentParser:
+               stores: bool = False, exactly_once: bool = False,
+               checkpoint_interval_ms: int = 5000) -> argparse.ArgumentParser:
     """A job's flag parser with the flag groups all jobs share (runtime, Kafka) and the optional ones.
 
     Args:
@@ -305,11 +308,13 @@ def job_parser(prog: str, description: str | None, event_time: bool = False,
         description: the job module's docstring (shown by `--help`).
         event_time: add the event-time flags (:func:`add_event_time_flags`).
         stores: add the Redis / DynamoDB flags (:func:`add_store_flags`).
+        exactly_once: the job's default delivery guarantee of its Kafka writes (`--[no-]exactly-once`).
+        checkpoint_interval_ms: the job's default checkpoint period (`--checkpoint-interval`).
     """
     parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_runtime_flags(parser)
-    add_kafka_flags(parser)
+    add_runtime_flags(parser, checkpoint_interval_ms)
+    add_kafka_flags(parser, exactly_once)
     if event_time:
         add_event_time_flags(parser)
     if stores:
@@ -317,12 +322,12 @@ def job_parser(prog: str, description: str | None, event_time: bool = False,
     return parser
 
 
-def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
+def add_runtime_flags(parser: argparse.ArgumentParser, checkpoint_interval_ms: int = 5000) -> None:
     """Adds the flags every job has (see :class:`RuntimeOptions`)."""
     group = parser.add_argument_group("runtime")
     group.add_argument("--parallelism", type=int, default=None, help="default operator parallelism")
-    group.add_argument("--checkpoint-interval", type=parse_duration_ms, default=5000,
-                       help="checkpoint period, e.g. 5s (0 disables; default 5s)")
+    group.add_argument("--checkpoint-interval", type=parse_duration_ms, default=checkpoint_interval_ms,
+                       help=f"checkpoint period, e.g. 5s (0 disables; default {checkpoint_interval_ms / 1000:g}s)")
     group.add_argument("--python-mode", choices=("thread", "process"), default="thread",
                        help="PyFlink execution mode (default thread)")
     group.add_argument("--python-executable", default=None,
@@ -334,16 +339,19 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
                             "state.backend.type=hashmap or python.fn-execution.bundle.size=100")
 
 
-def add_kafka_flags(parser: argparse.ArgumentParser) -> None:
-    """Adds the Kafka connection flags every job has. Secrets come from the environment only."""
+def add_kafka_flags(parser: argparse.ArgumentParser, exactly_once: bool = False) -> None:
+    """Adds the Kafka connection flags every job has (`exactly_once`: the job's default delivery guarantee).
+    Secrets come from the environment only."""
     group = parser.add_argument_group("kafka")
     group.add_argument("--bootstrap", default=os.environ.get("TAGSTREAM_BOOTSTRAP", "127.0.0.1:9092"),
                        help="Kafka bootstrap servers (default $TAGSTREAM_BOOTSTRAP or 127.0.0.1:9092)")
     group.add_argument("--kafka-property", action="append", default=[], metavar="KEY=VALUE",
                        help="extra Kafka client property (repeatable); for SASL secrets use "
                             "$TAGSTREAM_KAFKA_SASL_JAAS_CONFIG instead of a flag")
-    group.add_argument("--exactly-once", action="store_true",
-                       help="transactional Kafka writes committed on checkpoints (default: at-least-once)")
+    group.add_argument("--exactly-once", action=argparse.BooleanOptionalAction, default=exactly_once,
+                       help="transactional Kafka writes, visible to read_committed consumers when a checkpoint "
+                            "completes; --no-exactly-once: at-least-once, visible at once (default: "
+                            f"{'exactly-once' if exactly_once else 'at-least-once'})")
 
 
 def add_event_time_flags(parser: argparse.ArgumentParser) -> None:
@@ -357,7 +365,14 @@ def add_event_time_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def runtime_options(args: argparse.Namespace) -> RuntimeOptions:
-    """The :class:`RuntimeOptions` given by parsed flags."""
+    """The :class:`RuntimeOptions` given by parsed flags.
+
+    Raises:
+        SystemExit: exactly-once writes without checkpoints (they would never be committed).
+    """
+    if getattr(args, "exactly_once", False) and args.checkpoint_interval <= 0:
+        raise SystemExit("--exactly-once commits Kafka writes on checkpoints: give a --checkpoint-interval > 0 "
+                         "or pass --no-exactly-once")
     return RuntimeOptions(parallelism=args.parallelism, checkpoint_interval_ms=args.checkpoint_interval,
                           python_mode=args.python_mode, python_executable=args.python_executable,
                           jars=tuple(args.jar) if args.jar is not None else default_jars(),

@@ -543,7 +543,7 @@ def main(argv: list[str] | None = None) -> None:
         options={"scan.startup.mode": "earliest-offset"})
     merges, handoffs = merge_sources(t_env, args, props)
     streams = build_segments(events, definitions, job_config(args), merges, handoffs)
-    runtime.kafka_keyed_sink(env, streams.kafka, args.bootstrap, args.exactly_once, "tagstream-segments", props,
+    runtime.kafka_keyed_sink(env, streams.kafka, args.bootstrap, args.exactly_once, f"{args.group_id}-outputs", props,
                              "segments-records", topics=[args.changes_topic, args.late_topic, args.handoff_topic])
     write_store_ops(streams.store_ops, args, "segments")
     env.execute("tagstream-segments")

@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
                                         "events")
     merges, handoffs = merge_sources(t_env, args, props)
     streams = build_sessions(events, job_config(args), merges, handoffs)
-    runtime.kafka_keyed_sink(env, streams.kafka, args.bootstrap, args.exactly_once, "tagstream-sessions", props,
+    runtime.kafka_keyed_sink(env, streams.kafka, args.bootstrap, args.exactly_once, f"{args.group_id}-outputs", props,
                              "sessions-records", topics=[args.sessions_topic, args.late_topic, args.handoff_topic])
     write_store_ops(streams.store_ops, args, "sessions")
     env.execute("tagstream-sessions")

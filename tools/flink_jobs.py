@@ -9,6 +9,7 @@ A job that already runs under its name is left alone, so submitting twice is har
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import sys
@@ -131,7 +132,12 @@ def submit(stack, spec: JobSpec, extra_args: list[str] | None = None, flink_opti
     if done.returncode != 0 or not found:
         raise RuntimeError(f"flink run {spec.script} failed (exit {done.returncode}):\n{output[-4000:]}")
     job_id = found.group(1)
-    wait_running(stack.ports, job_id)
+    try:
+        wait_running(stack.ports, job_id)
+    except BaseException:  # e.g. not running in time: leave nothing behind that the caller cannot name
+        with contextlib.suppress(Exception):
+            cancel(stack.ports, job_id)
+        raise
     return job_id
 
 

@@ -6,7 +6,7 @@ import orjson
 
 from tools.chaos import compare
 from tools.chaos.stores import StoreSnapshot, comparable
-from tools.chaos.suite import INGEST, PIPELINE
+from tools.chaos.suite import INGEST, PIPELINE, Persons
 
 TOPICS = {"events": "events.run1", "events.valid": "events.valid.run1", "events.dlq": "events.dlq.run1"}
 VALID = next(o for o in INGEST.outputs if o.topic == "events.valid")
@@ -117,18 +117,62 @@ def reader(topic: str):
 
 
 def test_pipeline_change_records_are_keyed_by_idempotency_key_and_tombstones_skipped():
-    merges = reader("person-merges")
-    record = orjson.dumps({"kind": "merge", "absorbed": "p-b", "survivor": "p-a", "idempotency_key": "k1"})
-    out = compare.index([record, None, record], lambda v: merges.normalize(v, TOPICS))
-    assert list(out.records) == ["k1"] and out.duplicates == 1
-    profiles = reader("profiles")
-    a = orjson.dumps({"kind": "profile", "person_id": "p-a", "event_id": "e1", "version": 5, "attributes": {}})
-    b = orjson.dumps({"kind": "profile", "person_id": "p-a", "event_id": "e1", "version": 9, "attributes": {}})
-    # versions order writes within one run only: the same change at another version is the same record
-    assert compare.diff_outputs("profiles", idx([a], profiles), idx([b], profiles)).ok
     erasures = reader("erasures")
-    assert erasures.normalize(None, TOPICS) is None
-    assert erasures.normalize(orjson.dumps({"idempotency_key": "c1"}), TOPICS) == ("c1", {"idempotency_key": "c1"})
+    record = orjson.dumps({"idempotency_key": "c1"})
+    out = compare.index([record, None, record], lambda v: erasures.normalize(v, TOPICS))
+    assert list(out.records) == ["c1"] and out.duplicates == 1
+
+
+def merge_record(absorbed: str, survivor: str, ts: int, key: str = "") -> bytes:
+    return orjson.dumps({"kind": "merge", "absorbed": absorbed, "survivor": survivor, "ts": ts,
+                         "idempotency_key": key or f"{absorbed}>{survivor}@{ts}"})
+
+
+def test_person_ids_resolve_through_the_runs_own_merges():
+    persons = Persons.from_merges([
+        merge_record("p-t", "p-a", 5), None, orjson.dumps({"kind": "review", "absorbed": "p-x", "survivor": "p-y"}),
+        merge_record("p-a", "p-b", 7),  # a chain
+        merge_record("p-c", "p-d", 1), merge_record("p-d", "p-c", 3),  # a re-key that swapped the two back
+    ])
+    assert [persons.root(p) for p in ("p-t", "p-a", "p-b", "p-x", "p-c", "p-d")] == [
+        "p-b", "p-b", "p-b", "p-x", "p-c", "p-c"]
+    assert persons.absorbed("p-t") and not persons.absorbed("p-b") and not persons.absorbed("p-c")
+    assert Persons.from_merges([merge_record("p-a", "p-b", 1), merge_record("p-b", "p-a", 1)]).root("p-a") in (
+        "p-a", "p-b")  # a cycle ends
+
+
+def identified(event_id: str, person: str) -> bytes:
+    return orjson.dumps({"event_id": event_id, "person_id": person, "type": "page_view"})
+
+
+def test_each_event_is_compared_by_the_person_it_ended_in():
+    events = reader("events.identified")
+    clean = events.index([identified("e1", "p-a"), identified("e2", "p-a")], TOPICS)
+    # the faulted run annotated e1 with a transient person it merged into p-a later
+    merged = Persons.from_merges([merge_record("p-t", "p-a", 1)])
+    faulted = events.index([identified("e1", "p-t"), identified("e2", "p-a")], TOPICS, merged)
+    assert compare.diff_outputs("events.identified", clean, faulted).ok
+    assert events.index([identified("e1", "p-t")], TOPICS).records == {"e1": "p-t"}  # never merged: a difference
+    twice = events.index([identified("e1", "p-a"), identified("e1", "p-z")], TOPICS, merged)
+    assert twice.conflicts == ["e1"]  # one event ending in two persons
+
+
+def profile(person: str, event_id: str, version: int, **attributes) -> bytes:
+    return orjson.dumps({"kind": "profile", "person_id": person, "event_id": event_id, "version": version,
+                         "updated_ts": version, "changed": sorted(attributes), "attributes": attributes})
+
+
+def test_profiles_are_compared_as_the_latest_profile_of_each_final_person():
+    profiles = reader("profiles")
+    clean = profiles.index([profile("p-a", "e1", 1, tier="gold"), profile("p-a", "e2", 2, tier="gold", city="X")],
+                           TOPICS)
+    assert clean.records == {"p-a": {"person_id": "p-a", "attributes": {"tier": "gold", "city": "X"}}}
+    # another order: a transient person held e2's change; the survivor's last change came from e1
+    faulted = profiles.index([profile("p-t", "e2", 1, city="X"), profile("p-a", "e1", 9, tier="gold", city="X")],
+                             TOPICS, Persons.from_merges([merge_record("p-t", "p-a", 1)]))
+    assert compare.diff_outputs("profiles", clean, faulted).ok
+    stale = profiles.index([profile("p-a", "e1", 1, tier="gold")], TOPICS)
+    assert compare.diff_outputs("profiles", clean, stale).changed == ["p-a"]
 
 
 def test_only_order_independent_metrics_must_match_the_clean_run():
@@ -223,3 +267,12 @@ def test_late_events_are_compared_by_job_and_event_without_the_watermark():
     later = late.index([orjson.dumps({**record, "watermark": 900_000, "detail": "..."}), None], TOPICS)
     assert compare.diff_outputs("events.late", clean, later).ok
     assert compare.diff_outputs("events.late", clean, late.index([], TOPICS)).lost == ["segments:e1"]
+
+
+def test_what_stays_under_a_merged_away_person_is_not_compared_the_survivors_view_is():
+    sessions, changes = reader("sessions"), reader("segment-changes")
+    moved = Persons.from_merges([merge_record("p1", "p-s", 1)])
+    leftover = [session("close", "s9", 2, start_ms=10, events=1)]  # p1's closed session, left under its id
+    assert sessions.index(leftover, TOPICS, moved).records == {}
+    assert list(sessions.index(leftover, TOPICS).records) == ["p1:s9"]
+    assert changes.index([change("k1", "enter", 10), change("k2", "exit", 50)], TOPICS, moved).records == {}

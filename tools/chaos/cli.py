@@ -18,7 +18,7 @@ from tools.stack import Stack
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "bench" / "results"
 # The pipeline's change streams, summed in the table (each is compared by idempotency key in the report).
-CHANGE_OUTPUTS = ("person-merges", "profiles", "erasures", "sessions", "segment-changes")
+CHANGE_OUTPUTS = ("profiles", "erasures", "sessions", "segment-changes")
 
 
 def table(outcomes: list[Outcome]) -> str:

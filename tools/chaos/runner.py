@@ -9,6 +9,7 @@ injected after the chunks its `points` name; then the outputs are read until eve
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,7 @@ from typing import Protocol
 
 from tools.chaos.compare import Counters, OutputIndex
 from tools.chaos.stores import StoreNamespace, StoreSnapshot, allocate, release, settled_snapshot
-from tools.chaos.suite import OutputReader, Suite, SuiteJob, Topics
+from tools.chaos.suite import OutputReader, Persons, Suite, SuiteJob, Topics
 from tools.flink_jobs import cancel, num_restarts, operator_metrics, submit, wait_running
 from tools.kafka_io import consume, delete_topics, private_topics, produce
 from tools.stack import Stack
@@ -252,9 +253,13 @@ class Run:
                 ctx.settled_counters(timeout_s=timeout_s)
                 ctx.note("jobs idle")
             deadline = time.monotonic() + timeout_s  # one wait for all outputs (each gets at least 10 s)
-            outputs = {out.topic: self._read(out, 0 if out.fold else expected.get(out.topic, 0),
-                                             max(deadline - time.monotonic(), 10.0))
-                       for out in self.suite.outputs}
+            values = {out.topic: self._read(out, 0 if out.fold else expected.get(out.topic, 0),
+                                            max(deadline - time.monotonic(), 10.0))
+                      for out in self.suite.outputs}
+            merges = self.suite.persons_topic
+            persons = Persons.from_merges(consume(bootstrap, self.topics[merges], 1 << 62, timeout_s=5)) \
+                if merges else None
+            outputs = {out.topic: out.index(values[out.topic], self.topics, persons) for out in self.suite.outputs}
             ctx.note("outputs read")
             snap = settled_snapshot(self.stack, self.namespace, stores) if self.namespace is not None else None
             if snap is not None:
@@ -264,17 +269,30 @@ class Run:
             return RunResult(outputs, segments, restarts, positions, ctx.events, time.monotonic() - ctx.started,
                              snap)
         finally:
+            self._dump(fault.name if fault else "baseline")
             self._cleanup(ctx.job_ids)
 
-    def _read(self, reader: OutputReader, expected: int, timeout_s: float) -> OutputIndex:
+    def _read(self, reader: OutputReader, expected: int, timeout_s: float) -> list[bytes]:
         """Reads an output until `expected` distinct keys arrived (a folded output: until it is quiet)."""
         def key(value: bytes) -> str | None:
             found = reader.normalize(value, self.topics)
             return found[0] if found else None
 
-        values = consume(self.stack.ports.bootstrap, self.topics[reader.topic], expected, timeout_s=timeout_s,
-                         settle_s=5, key=key)
-        return reader.index(values, self.topics)
+        return consume(self.stack.ports.bootstrap, self.topics[reader.topic], expected, timeout_s=timeout_s,
+                       settle_s=5, key=key)
+
+    def _dump(self, label: str) -> None:
+        """Copies every topic of the run to `$TAGSTREAM_CHAOS_DUMP/<label>/<topic>.jsonl` (one record per line,
+        as text) when that variable is set: the evidence to replay a failed comparison by hand."""
+        root = os.environ.get("TAGSTREAM_CHAOS_DUMP")
+        if not root or not self.topics:
+            return
+        folder = Path(root) / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, private in self.topics.items():
+            values = consume(self.stack.ports.bootstrap, private, 1 << 62, timeout_s=5)
+            lines = [(v or b"").decode("utf-8", "backslashreplace").replace("\n", "\\n") for v in values]
+            (folder / f"{name}.jsonl").write_text("".join(f"{line}\n" for line in lines))
 
     def _restarts(self, job_ids: list[str]) -> int:
         return sum(num_restarts(self.stack.ports, jid) for jid in job_ids)

@@ -8,8 +8,8 @@ with Redis and DynamoDB (tools/chaos/stores.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -55,11 +55,57 @@ class OutputReader:
     topic: str
     normalize: Callable[[bytes, Topics], Normalized | None]
     fold: Callable[[list[Normalized]], list[Normalized]] | None = None
+    resolve: Callable[[list[Normalized], Persons], list[Normalized]] | None = None
 
-    def index(self, values: list[bytes], topics: Topics) -> OutputIndex:
-        """The records read, normalized (and folded), de-duplicated by key."""
+    def index(self, values: list[bytes], topics: Topics, persons: Persons | None = None) -> OutputIndex:
+        """The records read, normalized (and folded, and resolved with the run's `persons`), de-duplicated
+        by key."""
         found = [f for v in values if (f := self.normalize(v, topics)) is not None]
-        return index(self.fold(found) if self.fold is not None else found, lambda f: f)
+        if self.fold is not None:
+            found = self.fold(found)
+        if self.resolve is not None:
+            found = self.resolve(found, persons or Persons())
+        return index(found, lambda f: f)
+
+
+@dataclass(frozen=True)
+class Persons:
+    """Where a run's person ids ended: each absorbed person's survivor, from the run's `person-merges`.
+
+    Which person ids the identity job announces on the way depends on the order its stages saw their
+    messages (a linking event handled before an earlier event of its other identifier mints a person that a
+    `survivor_rekey` merges back); a restore replays in another order. Where every event ends does not
+    (docs/identity.md: the final persons are a function of the events). Consumers follow the merges, so the
+    harness compares each run's outputs resolved through that run's own merges.
+
+    Attributes:
+        pointer: absorbed person -> the survivor of the latest merge (by `ts`) that absorbed it, unless a
+            later merge named it survivor (a re-key that swapped the two).
+    """
+
+    pointer: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_merges(cls, values: Sequence[bytes | None]) -> Persons:
+        """Reads `person-merges` values (only kind `merge` moves a person; tombstones skipped)."""
+        merges = [r for v in values if v is not None and (r := orjson.loads(v)).get("kind") == "merge"]
+        pointer: dict[str, str] = {}
+        for m in sorted(merges, key=lambda r: (r.get("ts", 0), r.get("idempotency_key", ""))):
+            pointer[m["absorbed"]] = m["survivor"]
+            pointer.pop(m["survivor"], None)
+        return cls(pointer)
+
+    def root(self, person: str) -> str:
+        """The person `person` ended in (itself when never absorbed)."""
+        seen = {person}
+        while person in self.pointer and self.pointer[person] not in seen:
+            person = self.pointer[person]
+            seen.add(person)
+        return person
+
+    def absorbed(self, person: str) -> bool:
+        """Whether `person` was merged into another one in this run."""
+        return self.root(person) != person
 
 
 @dataclass(frozen=True)
@@ -81,6 +127,8 @@ class Suite:
             `compare.metric_problems`); all by default.
         across: checks between the jobs' counter totals (`<job>.<counter>`) of a run without restarts.
         bounded_metric: which totals stay at most the clean run's after a restart (None: `compared_metric`).
+        persons_topic: the topic whose merge records resolve person ids (:class:`Persons`) before comparing;
+            its own records are counted (`persons` in a run's result), not compared.
     """
 
     name: str
@@ -94,6 +142,7 @@ class Suite:
     compared_metric: Callable[[str], bool] = lambda name: True
     across: Callable[[Counters], list[str]] = lambda totals: []
     bounded_metric: Callable[[str], bool] | None = None
+    persons_topic: str | None = None
 
     @property
     def stores(self) -> bool:
@@ -161,12 +210,10 @@ def _by_key(field: str) -> Callable[[bytes | None, Topics], Normalized | None]:
 
 
 def _profile_change(raw: bytes | None, topics: Topics) -> Normalized | None:
-    """A `profiles` change record: one per (person, event that changed it); its version orders writes within
-    a run (it depends on the order the keyed stages saw messages), so it is not compared."""
+    """A `profiles` change record: one per (person, event that changed it); folded by :func:`_final_profiles`."""
     if raw is None:
         return None
     record = orjson.loads(raw)
-    record.pop("version", None)
     return f"{record['person_id']}:{record['event_id']}", record
 
 
@@ -228,6 +275,46 @@ def _memberships(records: list[Normalized]) -> list[Normalized]:
     return out
 
 
+def _identified(raw: bytes | None, topics: Topics) -> Normalized | None:
+    """An `events.identified` record: the event and the person it was annotated with."""
+    if raw is None:
+        return None
+    record = orjson.loads(raw)
+    return str(record.get("event_id")), str(record.get("person_id"))
+
+
+def _final_person(records: list[Normalized], persons: Persons) -> list[Normalized]:
+    """Each event's final person: its annotation resolved through the run's merges (copies of an event that
+    end in one person are one record; copies ending in two persons conflict)."""
+    return [(event_id, persons.root(str(person))) for event_id, person in records]
+
+
+def _survivors_only(records: list[Normalized], persons: Persons) -> list[Normalized]:
+    """Drops what a consumer keeps under a person id the run merged into another: the survivor holds it (a
+    merge folds the absorbed person's open sessions and segment evidence into the survivor, which must then
+    equal the clean run's); leftovers under the absorbed id (its closed sessions, its memberships until the
+    merge) are announced by the merge record and depend on the order, like the merge itself."""
+    return [(key, content) for key, content in records if not persons.absorbed(key.split(":", 1)[0])]
+
+
+# A profile record's bookkeeping: its version orders writes within a run, and which event changed the profile
+# last (`event_id`, `updated_ts`, `changed`) depends on the order; the profile itself does not (a CRDT).
+_PROFILE_BOOKKEEPING = ("kind", "version", "updated_ts", "changed", "event_id")
+
+
+def _final_profiles(records: list[Normalized], persons: Persons) -> list[Normalized]:
+    """The profile a consumer keeps per final person: the latest record (by version) of each person the run
+    did not merge away, without bookkeeping."""
+    latest: dict[str, dict[str, Any]] = {}
+    for _, record in records:
+        person = str(record.get("person_id"))
+        if persons.absorbed(person):
+            continue
+        if person not in latest or record.get("version", 0) >= latest[person].get("version", 0):
+            latest[person] = record
+    return [(person, {k: v for k, v in r.items() if k not in _PROFILE_BOOKKEEPING}) for person, r in latest.items()]
+
+
 def _late_event(raw: bytes | None, topics: Topics) -> Normalized | None:
     """An `events.late` record by its key (`<job>:<event id>`): which event a job refused and why; the
     watermark it was refused at (and the text quoting it) depends on timing, not compared."""
@@ -265,7 +352,14 @@ def _pipeline_setup(bootstrap: str, topics: Topics) -> None:
 # with 1 s, the pause between input chunks or a stall (an outage's backpressure) marked partitions idle, and
 # whichever partition resumed first moved the watermark alone, so events of the others became late in one
 # run and not in the other (segment memberships differed even between runs without a restart).
-_EVENT_TIME = ["--no-idle-clock", "--idle-timeout", "30s"]
+#
+# The control stream replays two hours of event time in a minute or two of wall clock (~70x): a record the
+# identity job delays by a few checkpoints (a linking event's loop hops, each committed with a checkpoint)
+# arrives minutes of event time behind its partition, beyond the jobs' allowed lateness (5 and 10 min), and
+# which records that hits depends on checkpoint timing. In real time the same delay is seconds. The chaos
+# jobs' lateness therefore covers the whole input (--lateness 3h): every event is placed, and the final
+# sessions and memberships do not depend on arrival order (docs/sessions.md, docs/segments.md).
+_EVENT_TIME = ["--no-idle-clock", "--idle-timeout", "30s", "--lateness", "3h"]
 PIPELINE = Suite(
     name="pipeline",
     input_topic="events",
@@ -290,11 +384,13 @@ PIPELINE = Suite(
             "--merges-topic", t["person-merges"], "--handoff-topic", t["segments.handoff"],
             "--group-id", t["events.valid"] + ".segments", *_EVENT_TIME], stores=True),
     ),
-    outputs=(*INGEST.outputs, OutputReader("person-merges", _by_key("idempotency_key")),
-             OutputReader("profiles", _profile_change), OutputReader("erasures", _by_key("idempotency_key")),
-             OutputReader("sessions", _session_record, _final_sessions),
-             OutputReader("segment-changes", _segment_change, _memberships),
+    outputs=(*INGEST.outputs, OutputReader("events.identified", _identified, resolve=_final_person),
+             OutputReader("profiles", _profile_change, resolve=_final_profiles),
+             OutputReader("erasures", _by_key("idempotency_key")),
+             OutputReader("sessions", _session_record, _final_sessions, _survivors_only),
+             OutputReader("segment-changes", _segment_change, _memberships, _survivors_only),
              OutputReader("events.late", _late_event)),
+    persons_topic="person-merges",
     balance=_pipeline_balance,
     expected=_ingest_expected,
     setup=_pipeline_setup,
