@@ -257,8 +257,7 @@ class Run:
                                             max(deadline - time.monotonic(), 10.0))
                       for out in self.suite.outputs}
             merges = self.suite.persons_topic
-            persons = Persons.from_merges(consume(bootstrap, self.topics[merges], 1 << 62, timeout_s=5)) \
-                if merges else None
+            persons = Persons.from_merges(self._read_all(self.topics[merges])) if merges else None
             outputs = {out.topic: out.index(values[out.topic], self.topics, persons) for out in self.suite.outputs}
             ctx.note("outputs read")
             snap = settled_snapshot(self.stack, self.namespace, stores) if self.namespace is not None else None
@@ -281,6 +280,10 @@ class Run:
         return consume(self.stack.ports.bootstrap, self.topics[reader.topic], expected, timeout_s=timeout_s,
                        settle_s=5, key=key)
 
+    def _read_all(self, private_topic: str) -> list[bytes]:
+        """Every record of one of the run's topics, read until it is quiet for a few seconds."""
+        return consume(self.stack.ports.bootstrap, private_topic, 1 << 62, timeout_s=5)
+
     def _dump(self, label: str) -> None:
         """Copies every topic of the run to `$TAGSTREAM_CHAOS_DUMP/<label>/<topic>.jsonl` (one record per line,
         as text) when that variable is set: the evidence to replay a failed comparison by hand."""
@@ -290,7 +293,7 @@ class Run:
         folder = Path(root) / label
         folder.mkdir(parents=True, exist_ok=True)
         for name, private in self.topics.items():
-            values = consume(self.stack.ports.bootstrap, private, 1 << 62, timeout_s=5)
+            values = self._read_all(private)
             lines = [(v or b"").decode("utf-8", "backslashreplace").replace("\n", "\\n") for v in values]
             (folder / f"{name}.jsonl").write_text("".join(f"{line}\n" for line in lines))
 

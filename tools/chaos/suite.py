@@ -128,7 +128,7 @@ class Suite:
         across: checks between the jobs' counter totals (`<job>.<counter>`) of a run without restarts.
         bounded_metric: which totals stay at most the clean run's after a restart (None: `compared_metric`).
         persons_topic: the topic whose merge records resolve person ids (:class:`Persons`) before comparing;
-            its own records are counted (`persons` in a run's result), not compared.
+            its own records are not compared (which person ids a run mints on the way depends on the order).
     """
 
     name: str
@@ -294,6 +294,7 @@ def _survivors_only(records: list[Normalized], persons: Persons) -> list[Normali
     merge folds the absorbed person's open sessions and segment evidence into the survivor, which must then
     equal the clean run's); leftovers under the absorbed id (its closed sessions, its memberships until the
     merge) are announced by the merge record and depend on the order, like the merge itself."""
+    # keys are `<person id>:<...>`; the identity job's person ids (`p-<hex>`) contain no colon
     return [(key, content) for key, content in records if not persons.absorbed(key.split(":", 1)[0])]
 
 
